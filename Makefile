@@ -1,0 +1,65 @@
+# mt: `make train` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION ?= 2.13.0
+DATA_DIR ?= ../shared/data/multi30k
+TEXT ?= I like eating ice cream
+SWEEP ?= smoke
+ARGS ?=
+RUN ?=
+
+.PHONY: help install data train train-full resume translate evaluate sweep compare bench test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# CPU machines get the small CPU build of torch: a local wheel if pip finds one offline,
+	@# else PyTorch's CPU index. CUDA machines get the regular build.
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	elif ! $(PIP) install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; \
+	fi
+	$(PIP) install -q "torch==$(TORCH_VERSION)" -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install mt (CPU torch unless CUDA is present)
+
+data: install ## prepare Multi30k in data/multi30k (copy from ../shared, or download)
+	$(PY) scripts/prepare_data.py --from $(DATA_DIR) --to data/multi30k
+
+train: data ## train the default recipe (Multi30k en->de); ARGS="model.layers=4 ..." to change it
+	$(PY) -m mt.train data.dir=data/multi30k $(if $(RUN),train.resume=true hydra.run.dir=$(RUN)) $(ARGS)
+
+train-full: data ## the longer recipe (more steps; best with a GPU)
+	$(PY) -m mt.train data.dir=data/multi30k train=full $(ARGS)
+
+translate: install ## translate TEXT="..." with the latest run's best checkpoint
+	$(PY) -m mt.translate "$(TEXT)" $(ARGS)
+
+evaluate: install ## BLEU/chrF of the latest run on the test split (ARGS="--beam 1 ...")
+	$(PY) -m mt.evaluate $(ARGS)
+
+sweep: data ## run a sweep preset from configs/sweep (SWEEP=smoke|model_size|norm|dropout|label_smoothing|lr_warmup)
+	$(PY) -m mt.train data.dir=data/multi30k +sweep=$(SWEEP) $(ARGS)
+
+compare: install ## compare the runs of the latest sweep (ARGS="multirun/... outputs/...")
+	$(PY) -m mt.compare $(ARGS)
+
+bench: install ## training and decoding throughput of the default model
+	$(PY) scripts/bench_train.py $(ARGS)
+	$(PY) scripts/bench_decode.py $(ARGS)
+
+test: install ## run the test suite
+	$(PY) -m pytest
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check mt tests scripts
+
+clean: ## remove runs, caches and the venv
+	rm -rf $(VENV) outputs multirun data/cache data/multi30k .pytest_cache .ruff_cache

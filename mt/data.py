@@ -1,0 +1,385 @@
+"""Corpora (local text, IWSLT XML, Hugging Face hub) and length-bucketed token-budget batches.
+
+`python -m mt.data [data=iwslt16]` prints corpus statistics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from torch import Tensor
+
+from mt.config import DataConfig, default_data_dir
+from mt.errors import UserError
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+datasets.disable_progress_bars()
+
+
+# Reading files ---------------------------------------------------------------------------
+def read_lines(path: Path) -> list[str]:
+    """Read a UTF-8 text file (gzip or plain); undecodable bytes -> error naming file and line."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    return out
+
+
+def corpus_dir(cfg: DataConfig) -> Path:
+    directory = Path(cfg.dir) if cfg.dir else default_data_dir(cfg.name)
+    if not directory.is_dir():
+        raise UserError(
+            f"data directory not found: {directory} (set data.dir=..., or run `make data` to prepare it)"
+        )
+    return directory
+
+
+def _text_file(directory: Path, stem: str, lang: str) -> Path:
+    for candidate in (directory / f"{stem}.{lang}.gz", directory / f"{stem}.{lang}"):
+        if candidate.is_file():
+            return candidate
+    found = sorted({p.name.split(".")[-2 if p.suffix == ".gz" else -1] for p in directory.glob(f"{stem}.*")})
+    if found:
+        raise UserError(
+            f"no '{lang}' side for split '{stem}' in {directory} (languages there: {', '.join(found)})"
+        )
+    raise UserError(f"no files for split '{stem}' in {directory} (expected {stem}.{lang}.gz or {stem}.{lang})")
+
+
+def _paired(src_path: Path, tgt_path: Path, src: list[str], tgt: list[str]) -> tuple[list[str], list[str]]:
+    if len(src) != len(tgt):
+        raise UserError(
+            f"line counts differ: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
+        )
+    return src, tgt
+
+
+def load_text_split(directory: Path, stems: list[str], src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    src_all: list[str] = []
+    tgt_all: list[str] = []
+    for stem in stems:
+        sp, tp = _text_file(directory, stem, src_lang), _text_file(directory, stem, tgt_lang)
+        src, tgt = _paired(sp, tp, read_lines(sp), read_lines(tp))
+        src_all += src
+        tgt_all += tgt
+    return src_all, tgt_all
+
+
+def read_iwslt_xml(path: Path) -> list[tuple[str, str]]:
+    """Segments of an IWSLT XML file as (doc id + seg id, text), in file order."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise UserError(f"{path}: not valid XML ({err})") from None
+    segments = []
+    for doc in root.iter("doc"):
+        for seg in doc.iter("seg"):
+            segments.append((f"{doc.get('docid')}:{seg.get('id')}", (seg.text or "").strip()))
+    return segments
+
+
+def _iwslt_file(directory: Path, set_name: str, lang: str) -> Path:
+    matches = sorted(directory.glob(f"IWSLT*.{set_name}.*.{lang}.xml"))
+    if not matches:
+        langs = sorted({p.name.split(".")[-2] for p in directory.glob(f"IWSLT*.{set_name}.*.xml")})
+        have = f" (languages there: {', '.join(langs)})" if langs else ""
+        raise UserError(f"no IWSLT XML file for set '{set_name}', language '{lang}' in {directory}{have}")
+    return matches[0]
+
+
+def load_iwslt_split(directory: Path, sets: list[str], src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
+    src_all: list[str] = []
+    tgt_all: list[str] = []
+    for set_name in sets:
+        sp, tp = _iwslt_file(directory, set_name, src_lang), _iwslt_file(directory, set_name, tgt_lang)
+        src_segs, tgt_segs = read_iwslt_xml(sp), read_iwslt_xml(tp)
+        _paired(sp, tp, src_segs, tgt_segs)
+        for (sid, s), (tid, t) in zip(src_segs, tgt_segs):
+            if sid != tid:
+                raise UserError(f"segment ids differ between {sp.name} ({sid}) and {tp.name} ({tid})")
+            src_all.append(s)
+            tgt_all.append(t)
+    return src_all, tgt_all
+
+
+def load_hub_split(cfg: DataConfig, split: str) -> tuple[list[str], list[str]]:
+    try:
+        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config or None, split=split)
+    except (ConnectionError, OSError, ValueError, FileNotFoundError) as err:
+        raise UserError(
+            f"cannot load Hugging Face dataset '{cfg.hf_name}' ({cfg.hf_config}) split '{split}': "
+            f"{str(err).splitlines()[0][:200]}. Offline? Use a local corpus (data=multi30k or data=iwslt16), "
+            "or download it once with a network (it is then cached)."
+        ) from None
+    pairs = ds["translation"]
+    return [p[cfg.src_lang] for p in pairs], [p[cfg.tgt_lang] for p in pairs]
+
+
+def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
+    """The three splits as a DatasetDict with text columns `src` and `tgt`."""
+    if cfg.src_lang == cfg.tgt_lang:
+        raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
+    splits = {}
+    for split in SPLITS:
+        names = list(getattr(cfg, split))
+        if cfg.format == "text":
+            src, tgt = load_text_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
+        elif cfg.format == "iwslt_xml":
+            src, tgt = load_iwslt_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
+        elif cfg.format == "hf_hub":
+            src, tgt = [], []
+            for name in names:
+                s, t = load_hub_split(cfg, name)
+                src += s
+                tgt += t
+        else:
+            raise UserError(f"data.format must be text, iwslt_xml or hf_hub, not '{cfg.format}'")
+        if split == "train" and cfg.extra_train_src:
+            es, et = Path(cfg.extra_train_src), Path(cfg.extra_train_tgt)
+            for p in (es, et):
+                if not p.is_file():
+                    raise UserError(f"extra training file not found: {p}")
+            extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
+            src, tgt = src + extra_src, tgt + extra_tgt
+        if not src:
+            raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
+        splits[split] = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+    return datasets.DatasetDict(splits)
+
+
+# Tokenizer cache -------------------------------------------------------------------------
+def tokenizer_key(cfg: DataConfig) -> str:
+    """Hash of everything that determines the tokenizer: sweep jobs on the same data share it."""
+    fields = asdict(cfg)
+    fields.pop("max_len")
+    fields.pop("cache_dir")
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{digest}"
+
+
+def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
+    """Train sentencepiece on the training split, or reuse the cached one for this data config."""
+    cache = Path(cfg.cache_dir) / "spm" / tokenizer_key(cfg)
+    tokenizer = Tokenizer.load(cache)
+    if tokenizer is not None:
+        log.info("tokenizer: reusing %s", cache)
+        return tokenizer
+    log.info("tokenizer: training sentencepiece (%s, vocab %d, joint=%s)", cfg.spm_model_type, cfg.vocab_size, cfg.joint_vocab)
+    src = [s for s in train["src"] if s.strip()]
+    tgt = [t for t in train["tgt"] if t.strip()]
+    tokenizer = Tokenizer.train(src, tgt, cfg)
+    tokenizer.save(cache)
+    return tokenizer
+
+
+# Encoded splits and batches ---------------------------------------------------------------
+@dataclass
+class Split:
+    """One tokenized split: id lists without bos/eos, plus the raw text (references)."""
+
+    src_text: list[str]
+    tgt_text: list[str]
+    src: list[list[int]]
+    tgt: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        # +1: the eos (source) and the bos/eos shift (target) each add one position
+        return (
+            np.fromiter((len(s) + 1 for s in self.src), dtype=np.int64, count=len(self.src)),
+            np.fromiter((len(t) + 1 for t in self.tgt), dtype=np.int64, count=len(self.tgt)),
+        )
+
+
+@dataclass
+class FilterReport:
+    kept: int
+    empty: int
+    too_long: int
+
+
+def encode_split(ds: datasets.Dataset, tokenizer: Tokenizer, max_len: int, drop: bool) -> tuple[Split, FilterReport]:
+    """Tokenize a split; training drops empty and over-long pairs, eval splits keep every line."""
+
+    def encode(batch: dict) -> dict:
+        return {"src_ids": tokenizer.encode_src(batch["src"]), "tgt_ids": tokenizer.encode_tgt(batch["tgt"])}
+
+    enc = ds.map(encode, batched=True, batch_size=2000)
+    src_text, tgt_text, src_ids, tgt_ids = enc["src"], enc["tgt"], enc["src_ids"], enc["tgt_ids"]
+    empty = too_long = 0
+    if drop:
+        keep = []
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
+            if not s or not t:
+                empty += 1
+            elif len(s) + 1 > max_len or len(t) + 1 > max_len:
+                too_long += 1
+            else:
+                keep.append(i)
+        src_text = [src_text[i] for i in keep]
+        tgt_text = [tgt_text[i] for i in keep]
+        src_ids = [src_ids[i] for i in keep]
+        tgt_ids = [tgt_ids[i] for i in keep]
+    else:  # never drop evaluation lines: truncate so the model's positions suffice
+        src_ids = [s[: max_len - 1] for s in src_ids]
+        tgt_ids = [t[: max_len - 1] for t in tgt_ids]
+    return Split(src_text, tgt_text, src_ids, tgt_ids), FilterReport(len(src_ids), empty, too_long)
+
+
+@dataclass
+class Batch:
+    src: Tensor  # [B,S] ids + eos, padded
+    tgt_in: Tensor  # [B,T] bos + ids, padded
+    tgt_out: Tensor  # [B,T] ids + eos, padded
+    indices: np.ndarray  # positions in the split
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-pad) source + target tokens."""
+        return int((self.src != PAD_ID).sum() + (self.tgt_out != PAD_ID).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.indices)
+
+
+def pad(seqs: list[list[int]]) -> Tensor:
+    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def source_tensor(seqs: list[list[int]]) -> Tensor:
+    return pad([s + [EOS_ID] for s in seqs])
+
+
+def collate(split: Split, indices: np.ndarray) -> Batch:
+    tgt = [split.tgt[i] for i in indices]
+    return Batch(
+        src=source_tensor([split.src[i] for i in indices]),
+        tgt_in=pad([[BOS_ID] + t for t in tgt]),
+        tgt_out=pad([t + [EOS_ID] for t in tgt]),
+        indices=np.asarray(indices),
+    )
+
+
+def bucket_batches(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, seed: int | None = None, epoch: int = 0
+) -> list[np.ndarray]:
+    """Group sentences of similar length so that batch_size * longest <= max_tokens.
+
+    With a seed, ties in length are broken randomly and the batch order is shuffled, both
+    determined by (seed, epoch) alone, so a resumed run sees the same batches.
+    """
+    n = len(src_lens)
+    if seed is None:
+        order = np.lexsort((np.arange(n), tgt_lens, src_lens))
+    else:
+        rng = np.random.default_rng([seed, epoch])
+        perm = rng.permutation(n)
+        order = perm[np.lexsort((tgt_lens[perm], src_lens[perm]))]
+    longest = np.maximum(src_lens, tgt_lens)[order]
+    batches: list[np.ndarray] = []
+    start, width = 0, 0
+    for i in range(n):
+        new_width = max(width, int(longest[i]))
+        if i > start and (i - start + 1) * new_width > max_tokens:
+            batches.append(order[start:i])
+            start, new_width = i, int(longest[i])
+        width = new_width
+    if start < n:
+        batches.append(order[start:])
+    if seed is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def padding_waste(batches: list[np.ndarray], src_lens: np.ndarray, tgt_lens: np.ndarray) -> float:
+    """Share of batch positions (source and target) that are padding."""
+    real = padded = 0
+    for b in batches:
+        real += int(src_lens[b].sum() + tgt_lens[b].sum())
+        padded += len(b) * int(src_lens[b].max() + tgt_lens[b].max())
+    return 1.0 - real / max(padded, 1)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    splits: dict[str, Split]
+    reports: dict[str, FilterReport]
+
+
+def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
+    """Load, tokenize (training a tokenizer unless one is given) and filter all splits."""
+    raw = load_raw(cfg)
+    if tokenizer is None:
+        tokenizer = get_tokenizer(cfg, raw["train"])
+    splits, reports = {}, {}
+    for name in SPLITS:
+        splits[name], reports[name] = encode_split(raw[name], tokenizer, cfg.max_len, drop=name == "train")
+    if len(splits["train"]) == 0:
+        raise UserError("no training pairs left after filtering empty and over-long lines")
+    return PreparedData(tokenizer, splits, reports)
+
+
+# python -m mt.data ------------------------------------------------------------------------
+def describe(data: PreparedData, cfg: DataConfig) -> str:
+    rows = [f"corpus {cfg.name} {cfg.src_lang}->{cfg.tgt_lang}  vocab src {data.tokenizer.src_vocab_size} "
+            f"tgt {data.tokenizer.tgt_vocab_size} (joint={data.tokenizer.joint})",
+            f"{'split':<6} {'pairs':>8} {'src words':>10} {'tgt words':>10} {'src toks':>9} {'tgt toks':>9} "
+            f"{'empty':>6} {'too long':>8}"]
+    for name, split in data.splits.items():
+        rep = data.reports[name]
+        rows.append(
+            f"{name:<6} {len(split):>8} {sum(len(s.split()) for s in split.src_text):>10} "
+            f"{sum(len(t.split()) for t in split.tgt_text):>10} {sum(map(len, split.src)):>9} "
+            f"{sum(map(len, split.tgt)):>9} {rep.empty:>6} {rep.too_long:>8}"
+        )
+    return "\n".join(rows)
+
+
+def _main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from mt.cli import hydra_entry
+
+    @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+    def run(cfg: DictConfig) -> None:
+        from mt.config import to_dataclass
+
+        conf = to_dataclass(cfg)
+        data = prepare(conf.data)
+        print(describe(data, conf.data))
+        src_lens, tgt_lens = data.splits["train"].lengths()
+        batches = bucket_batches(src_lens, tgt_lens, conf.train.max_tokens, seed=conf.train.seed)
+        print(f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
+              f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}")
+
+    hydra_entry(run, "mt.data", overrides_extra=["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"])
+
+
+if __name__ == "__main__":
+    _main()

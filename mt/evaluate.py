@@ -1,0 +1,119 @@
+"""BLEU/chrF with sacreBLEU, and `python -m mt.evaluate` to score a checkpoint on a split or files.
+
+    python -m mt.evaluate                              # latest run's best checkpoint, its test split
+    python -m mt.evaluate --split valid --beam 1
+    python -m mt.evaluate --src my.en --ref my.de --checkpoint outputs/.../best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from mt.errors import UserError, exit_on_user_error
+
+
+def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
+    """Corpus BLEU (13a, cased) and chrF on detokenized text, with their signatures."""
+    if len(hyps) != len(refs):
+        raise UserError(f"{len(hyps)} translations but {len(refs)} references")
+    bleu, chrf = BLEU(), CHRF()
+    b = bleu.corpus_score(hyps, [refs])
+    c = chrf.corpus_score(hyps, [refs])
+    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}
+
+
+def _read_text(path: str) -> list[str]:
+    from mt.data import read_lines
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"file not found: {path}")
+    return read_lines(p)
+
+
+def _split_texts(data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Source and reference text of a configured corpus split."""
+    from hydra import compose, initialize_config_dir
+
+    from mt.cli import CONFIG_DIR, check_overrides
+    from mt.config import register_configs, to_dataclass
+    from mt.data import load_raw
+
+    register_configs()
+    args = [f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides]
+    check_overrides(args)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = to_dataclass(compose(config_name="config", overrides=args))
+    raw = load_raw(cfg.data)[split]
+    return raw["src"], raw["tgt"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mt.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--data", help="corpus config name (default: the one the checkpoint was trained on)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra data overrides, e.g. data.dir=...")
+    p.add_argument("--src", help="source file to translate instead of a corpus split")
+    p.add_argument("--ref", help="reference file for --src")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--alpha", type=float, default=1.0, help="length penalty")
+    p.add_argument("--max-tokens", type=int, default=6000)
+    p.add_argument("--out", help="directory for hypotheses and metrics (default: next to the checkpoint)")
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with exit_on_user_error("mt.evaluate"):
+        from mt.checkpoint import load
+        from mt.config import DecodeConfig
+        from mt.decode import translate_ids
+        from mt.translate import latest_checkpoint, resolve_device
+
+        if args.beam < 1:
+            raise UserError(f"--beam must be at least 1, got {args.beam}")
+        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
+        device = resolve_device(args.device)
+        loaded = load(path, device)
+        if args.src or args.ref:
+            if not (args.src and args.ref):
+                raise UserError("--src and --ref go together")
+            src, ref = _read_text(args.src), _read_text(args.ref)
+            if len(src) != len(ref):
+                raise UserError(f"line counts differ: {args.src} has {len(src)}, {args.ref} has {len(ref)}")
+            name = Path(args.src).name
+        else:
+            data_name = args.data or loaded.ckpt.get("data_name") or "multi30k"
+            src, ref = _split_texts(data_name, args.split, loaded.src_lang, loaded.tgt_lang, args.set)
+            name = f"{data_name}.{args.split}"
+        cfg = DecodeConfig(beam_size=args.beam, length_penalty=args.alpha, max_tokens=args.max_tokens)
+        start = time.perf_counter()
+        hyps = translate_ids(loaded.model, loaded.tokenizer.encode_src(src), cfg, device)
+        seconds = time.perf_counter() - start
+        text = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        scores = score_translations(text, ref)
+        out = Path(args.out) if args.out else path.parent.parent / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{name}.beam{args.beam}"
+        (out / f"{stem}.hyp.txt").write_text("".join(t + "\n" for t in text), encoding="utf-8")
+        metrics = {"checkpoint": str(path), "source": name, "sentences": len(src), "beam": args.beam,
+                   "length_penalty": args.alpha, "seconds": seconds, **scores}
+        (out / f"{stem}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
+        print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
+        print(f"{len(src)} sentences in {seconds:.1f}s; hypotheses and metrics in {out}/{stem}.*", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Transformer encoder-decoder whose cross-attention weights are first-class outputs.
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, Dh = D / H, V vocab.
+Attention runs through `scaled_dot_product_attention` unless weights are asked for; then an
+explicit softmax path returns them as [B, H, T, S] per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mt.config import ModelConfig
+from mt.tokenizer import PAD_ID
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, dropout: float, need_weights: bool
+) -> tuple[Tensor, Tensor | None]:
+    """q [B,H,T,Dh], k/v [B,H,S,Dh], mask [B,1,1|T,S] bool (True = may attend) -> [B,H,T,Dh]."""
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal), None
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # [B,H,T,S]
+    if causal:
+        T, S = scores.shape[-2:]
+        scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    out = F.dropout(weights, dropout, training=dropout > 0) @ v
+    return out, weights
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(
+        self, x: Tensor, mask: Tensor | None, causal: bool, cache: LayerCache | None = None
+    ) -> Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x[B,H,T,Dh]
+        if cache is not None:  # incremental decoding: append this step's keys/values
+            if cache.self_k is not None:
+                k = torch.cat([cache.self_k, k], dim=2)
+                v = torch.cat([cache.self_v, v], dim=2)
+            cache.self_k, cache.self_v = k, v
+            causal = False  # one new query attends to every cached position
+        dropout = self.dropout if self.training else 0.0
+        y, _ = attend(q, k, v, mask, causal, dropout, need_weights=False)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class CrossAttention(nn.Module):
+    """Queries from the decoder, keys/values from the encoder output (memory)."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        B, S, D = memory.shape
+        k, v = self.kv(memory).view(B, S, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v  # [B,H,S,Dh] each
+
+    def forward(
+        self, x: Tensor, memory: Tensor | None, mask: Tensor, need_weights: bool, cache: LayerCache | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.heads, D // self.heads).transpose(1, 2)  # [B,H,T,Dh]
+        if cache is not None:  # computed once per source, reused at every step
+            if cache.cross_k is None:
+                assert memory is not None
+                cache.cross_k, cache.cross_v = self.memory_kv(memory)
+            k, v = cache.cross_k, cache.cross_v
+        else:
+            assert memory is not None
+            k, v = self.memory_kv(memory)
+        dropout = self.dropout if self.training else 0.0
+        y, weights = attend(q, k, v, mask, False, dropout, need_weights)
+        return self.out(y.transpose(1, 2).reshape(B, T, D)), weights
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float, activation: str):
+        super().__init__()
+        self.up = nn.Linear(d_model, ffn_dim)
+        self.down = nn.Linear(ffn_dim, d_model)
+        self.act = {"relu": F.relu, "gelu": F.gelu}[activation]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.dropout(self.act(self.up(x))))
+
+
+class Sublayer(nn.Module):
+    """Residual wrapper: pre-norm x + f(norm(x)), or post-norm norm(x + f(x))."""
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def inp(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def residual(self, x: Tensor, fx: Tensor) -> Tensor:
+        y = x + self.dropout(fx)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        pre = c.norm == "pre"
+        self.attn = SelfAttention(c.d_model, c.heads, c.attention_dropout)
+        self.ffn = FeedForward(c.d_model, c.ffn_dim, c.dropout, c.activation)
+        self.sub_attn = Sublayer(c.d_model, c.dropout, pre)
+        self.sub_ffn = Sublayer(c.d_model, c.dropout, pre)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = self.sub_attn.residual(x, self.attn(self.sub_attn.inp(x), mask, causal=False))
+        return self.sub_ffn.residual(x, self.ffn(self.sub_ffn.inp(x)))
+
+
+@dataclass
+class LayerCache:
+    """Per decoder layer: growing self-attention keys/values, fixed cross-attention keys/values."""
+
+    self_k: Tensor | None = None
+    self_v: Tensor | None = None
+    cross_k: Tensor | None = None
+    cross_v: Tensor | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        """Follow beam reordering along the batch dimension."""
+        for name in ("self_k", "self_v", "cross_k", "cross_v"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.index_select(0, index))
+
+
+@dataclass
+class DecoderState:
+    """What incremental decoding carries between steps."""
+
+    src_mask: Tensor  # [B,1,1,S]
+    layers: list[LayerCache]
+    step: int = 0
+    memory: Tensor | None = field(default=None, repr=False)  # dropped once cross k/v are cached
+
+    def reorder(self, index: Tensor) -> None:
+        self.src_mask = self.src_mask.index_select(0, index)
+        for layer in self.layers:
+            layer.reorder(index)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        pre = c.norm == "pre"
+        self.self_attn = SelfAttention(c.d_model, c.heads, c.attention_dropout)
+        self.cross_attn = CrossAttention(c.d_model, c.heads, c.attention_dropout)
+        self.ffn = FeedForward(c.d_model, c.ffn_dim, c.dropout, c.activation)
+        self.sub_self = Sublayer(c.d_model, c.dropout, pre)
+        self.sub_cross = Sublayer(c.d_model, c.dropout, pre)
+        self.sub_ffn = Sublayer(c.d_model, c.dropout, pre)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        src_mask: Tensor,
+        need_weights: bool,
+        cache: LayerCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        x = self.sub_self.residual(x, self.self_attn(self.sub_self.inp(x), None, causal=True, cache=cache))
+        y, weights = self.cross_attn(self.sub_cross.inp(x), memory, src_mask, need_weights, cache)
+        x = self.sub_cross.residual(x, y)
+        return self.sub_ffn.residual(x, self.ffn(self.sub_ffn.inp(x))), weights
+
+
+def sinusoidal_table(length: int, d_model: int) -> Tensor:
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div)
+    return table
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(D) plus positions, then dropout."""
+
+    def __init__(self, vocab: int, c: ModelConfig):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, c.d_model, padding_idx=PAD_ID)
+        nn.init.normal_(self.tokens.weight, mean=0.0, std=c.d_model**-0.5)
+        with torch.no_grad():
+            self.tokens.weight[PAD_ID].zero_()
+        self.scale = math.sqrt(c.d_model)
+        if c.positions == "learned":
+            self.learned = nn.Embedding(c.max_positions, c.d_model)
+            nn.init.normal_(self.learned.weight, mean=0.0, std=0.02)
+        else:
+            self.learned = None
+            self.register_buffer("table", sinusoidal_table(c.max_positions, c.d_model), persistent=False)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        T = ids.size(1)
+        pos = self.learned.weight[offset : offset + T] if self.learned is not None else self.table[offset : offset + T]
+        return self.dropout(self.tokens(ids) * self.scale + pos)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        c = config
+        if c.d_model % c.heads:
+            raise ValueError(f"model.d_model={c.d_model} is not divisible by model.heads={c.heads}")
+        if c.norm not in ("pre", "post") or c.positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"model.norm must be pre|post and model.positions sinusoidal|learned, got {c.norm}, {c.positions}")
+        self.config = c
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        n_enc = c.encoder_layers if c.encoder_layers is not None else c.layers
+        n_dec = c.decoder_layers if c.decoder_layers is not None else c.layers
+        self.src_embed = Embedding(src_vocab_size, c)
+        self.tgt_embed = Embedding(tgt_vocab_size, c)
+        self.encoder = nn.ModuleList(EncoderLayer(c) for _ in range(n_enc))
+        self.decoder = nn.ModuleList(DecoderLayer(c) for _ in range(n_dec))
+        # Pre-norm stacks need a final norm; post-norm outputs are already normalized.
+        self.enc_norm = nn.LayerNorm(c.d_model) if c.norm == "pre" else nn.Identity()
+        self.dec_norm = nn.LayerNorm(c.d_model) if c.norm == "pre" else nn.Identity()
+        self.output = nn.Linear(c.d_model, tgt_vocab_size, bias=False)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if c.tie_embeddings:
+            self.output.weight = self.tgt_embed.tokens.weight
+            if src_vocab_size == tgt_vocab_size:
+                self.src_embed.tokens.weight = self.tgt_embed.tokens.weight
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # shared tensors are counted once
+
+    @staticmethod
+    def source_mask(src: Tensor) -> Tensor:
+        return (src != PAD_ID)[:, None, None, :]  # [B,1,1,S], True = real token
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src [B,S] -> memory [B,S,D], src_mask [B,1,1,S]."""
+        mask = self.source_mask(src)
+        x = self.src_embed(src)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.enc_norm(x), mask
+
+    def decode_hidden(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Teacher-forced decoder: tgt_in [B,T] -> hidden [B,T,D], cross-attention [B,H,T,S] per layer."""
+        x = self.tgt_embed(tgt_in)
+        attention: list[Tensor] = []
+        for layer in self.decoder:
+            x, weights = layer(x, memory, src_mask, need_weights)
+            if weights is not None:
+                attention.append(weights)
+        return self.dec_norm(x), attention
+
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """tgt_in [B,T] -> logits [B,T,V], cross-attention [B,H,T,S] per layer (if asked)."""
+        hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
+        return self.output(hidden), attention
+
+    def forward(self, src: Tensor, tgt_in: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask, need_weights)
+
+    # Incremental decoding -------------------------------------------------------------
+    def start_decoding(self, memory: Tensor, src_mask: Tensor) -> DecoderState:
+        return DecoderState(src_mask=src_mask, layers=[LayerCache() for _ in self.decoder], memory=memory)
+
+    def decode_step(
+        self, tokens: Tensor, state: DecoderState, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """One step: tokens [B] (the previous output) -> log-probs [B,V], cross-attn [B,L,H,S]."""
+        x = self.tgt_embed(tokens[:, None], offset=state.step)  # [B,1,D]
+        attention = []
+        for layer, cache in zip(self.decoder, state.layers):
+            x, weights = layer(x, state.memory, state.src_mask, need_weights, cache)
+            if weights is not None:
+                attention.append(weights[:, :, 0])  # [B,H,S]
+        state.memory = None  # every layer has cached its cross-attention keys/values
+        state.step += 1
+        logits = self.output(self.dec_norm(x[:, 0])).float()
+        return logits.log_softmax(dim=-1), (torch.stack(attention, dim=1) if attention else None)

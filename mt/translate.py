@@ -1,0 +1,212 @@
+"""Translate text with a trained checkpoint.
+
+    python -m mt.translate "I like eating ice cream"
+    python -m mt.translate --show-attention --plot attn.png "A dog runs in the park."
+    cat sentences.en | python -m mt.translate --beam 5 > sentences.de
+    python -m mt.translate --interactive
+
+Without --checkpoint, the best checkpoint of the most recent run under outputs/ is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from mt.errors import UserError, exit_on_user_error
+
+RUN_ROOTS = ("outputs", "multirun")
+
+
+def latest_checkpoint(roots: Iterable[str] = RUN_ROOTS) -> Path:
+    """best.pt of the most recently written run under outputs/ (or multirun/)."""
+    found = [p for root in roots if Path(root).is_dir() for p in Path(root).glob("**/checkpoints/best.pt")]
+    if not found:
+        raise UserError("no trained model found under outputs/: run `make train` first, or pass --checkpoint FILE")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, not '{name}'")
+    return torch.device(name)
+
+
+def clean(line: str) -> str:
+    """Control characters (NUL, escape codes...) become spaces; whitespace is collapsed."""
+    return " ".join("".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line).split())
+
+
+def read_stream(stream, name: str) -> Iterator[str]:
+    """Lines of a byte stream; invalid UTF-8 is a user error naming the line."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{name} line {number} is not valid UTF-8 (byte {err.start}: {err.reason})") from None
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class Translator:
+    def __init__(self, checkpoint: Path, device: torch.device, beam: int, alpha: float, n_best: int,
+                 max_tokens: int, attention: bool):
+        from mt.checkpoint import load
+        from mt.config import DecodeConfig
+
+        self.loaded = load(checkpoint, device)
+        self.device = device
+        self.cfg = DecodeConfig(beam_size=beam, length_penalty=alpha, n_best=n_best, max_tokens=max_tokens)
+        self.attention = attention
+        self.limit = self.loaded.model.config.max_positions - 1
+
+    def translate(self, lines: list[str]):
+        """Hypotheses (n-best) per line; empty lines give no hypotheses."""
+        from mt.decode import translate_ids
+
+        tok = self.loaded.tokenizer
+        texts = [clean(line) for line in lines]
+        ids = tok.encode_src(texts)
+        for number, seq in enumerate(ids, start=1):
+            if len(seq) > self.limit:
+                print(f"mt.translate: warning: input {number} has {len(seq)} tokens; translating its first "
+                      f"{self.limit} (the model's limit)", file=sys.stderr)
+        todo = [i for i, t in enumerate(texts) if t]
+        hyps = translate_ids(self.loaded.model, [ids[i][: self.limit] for i in todo], self.cfg, self.device,
+                             need_attention=self.attention)
+        out: list[list] = [[] for _ in lines]
+        for i, h in zip(todo, hyps):
+            out[i] = h
+        return texts, ids, out
+
+    def detok(self, tokens: list[int]) -> str:
+        return self.loaded.tokenizer.decode_tgt([tokens])[0]
+
+
+def write_results(translator: Translator, lines: list[str], out: TextIO, args: argparse.Namespace,
+                  offset: int = 0) -> None:
+    texts, ids, results = translator.translate(lines)
+    for k, (text, src_ids, hyps) in enumerate(zip(texts, ids, results)):
+        if not hyps:
+            out.write("\n")
+            continue
+        if args.n_best > 1:
+            for h in hyps:
+                out.write(f"{offset + k} ||| {translator.detok(h.tokens)} ||| {h.score:.4f}\n")
+        else:
+            out.write(translator.detok(hyps[0].tokens) + "\n")
+        if args.show_attention or args.plot:
+            show_attention(translator, src_ids[: translator.limit], hyps[0], args, out)
+    out.flush()
+
+
+def show_attention(translator: Translator, src_ids: list[int], hyp, args: argparse.Namespace, out: TextIO) -> None:
+    from mt.align import AlignConfig, argmax_links, attention_grid_text, word_attention
+
+    tok = translator.loaded.tokenizer
+    src_pieces, tgt_pieces = tok.src_pieces(src_ids), tok.tgt_pieces(hyp.tokens)
+    if args.show_attention:
+        matrix, src_words, tgt_words = word_attention(hyp.attention, src_pieces, tgt_pieces, AlignConfig())
+        out.write(attention_grid_text(matrix, src_words, tgt_words) + "\n")
+        links = argmax_links(matrix)
+        out.write("alignment: " + "  ".join(f"{src_words[i]}->{tgt_words[j]}" for i, j in links) + "\n")
+    if args.plot:
+        from mt.plot import attention_grid, save
+
+        save(attention_grid(hyp.attention, src_pieces + ["</s>"], tgt_pieces + ["</s>"]), args.plot)
+        print(f"mt.translate: attention heatmap written to {args.plot}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mt.translate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("text", nargs="*", help="text to translate (default: read standard input)")
+    p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
+    p.add_argument("--input", help="file to translate, one sentence per line")
+    p.add_argument("--output", help="write translations here (default: standard output)")
+    p.add_argument("--interactive", action="store_true", help="prompt for sentences")
+    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    p.add_argument("--alpha", type=float, default=1.0, help="length penalty (GNMT alpha)")
+    p.add_argument("--n-best", type=int, default=1, help="print the K best translations with scores")
+    p.add_argument("--max-tokens", type=int, default=6000, help="source tokens per decoding batch")
+    p.add_argument("--batch-lines", type=int, default=256, help="lines read from the input per batch")
+    p.add_argument("--show-attention", action="store_true", help="print the word-level cross-attention and alignment")
+    p.add_argument("--plot", metavar="FILE.png", help="save the cross-attention heatmap (layers x heads)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with exit_on_user_error("mt.translate"):
+        if args.beam < 1:
+            raise UserError(f"--beam must be at least 1, got {args.beam}")
+        if args.n_best < 1 or args.n_best > args.beam:
+            raise UserError(f"--n-best must be between 1 and --beam ({args.beam}), got {args.n_best}")
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
+        if not args.checkpoint:
+            print(f"mt.translate: using {path}", file=sys.stderr)
+        translator = Translator(path, resolve_device(args.device), args.beam, args.alpha, args.n_best,
+                                args.max_tokens, attention=args.show_attention or bool(args.plot))
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        try:
+            if args.text:
+                write_results(translator, [" ".join(args.text)], out, args)
+            elif args.interactive:
+                interactive(translator, out, args)
+            else:
+                if args.input:
+                    if not Path(args.input).is_file():
+                        raise UserError(f"input file not found: {args.input}")
+                    stream, name = open(args.input, "rb"), args.input
+                else:
+                    stream, name = sys.stdin.buffer, "stdin"
+                offset = 0
+                for chunk in chunks(read_stream(stream, name), args.batch_lines):
+                    write_results(translator, chunk, out, args, offset)
+                    offset += len(chunk)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+
+
+def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -> None:
+    print(f"mt ({translator.loaded.src_lang}->{translator.loaded.tgt_lang}); empty line or Ctrl-D to quit",
+          file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        start = time.perf_counter()
+        write_results(translator, [line], out, args)
+        print(f"  ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

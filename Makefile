@@ -45,8 +45,8 @@ translate: install ## translate TEXT="..." with the latest run's best checkpoint
 evaluate: install ## BLEU/chrF of the latest run on the test split (ARGS="--beam 1 ...")
 	$(PY) -m mt.evaluate $(ARGS)
 
-sweep: data ## run a sweep preset from configs/sweep (SWEEP=smoke|model_size|norm|dropout|label_smoothing|lr_warmup)
-	$(PY) -m mt.train data.dir=data/multi30k +sweep=$(SWEEP) $(ARGS)
+sweep: $(if $(filter smoke,$(SWEEP)),install,data) ## run a sweep preset from configs/sweep (SWEEP=smoke|model_size|norm|dropout|label_smoothing|lr_warmup)
+	$(PY) -m mt.train $(if $(filter smoke,$(SWEEP)),,data.dir=data/multi30k) +sweep=$(SWEEP) $(ARGS)
 
 compare: install ## compare the runs of the latest sweep (ARGS="multirun/... outputs/...")
 	$(PY) -m mt.compare $(ARGS)

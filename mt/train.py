@@ -302,6 +302,8 @@ class Trainer:
                     self.save_last()
                     progress.close()
                     raise KeyboardInterrupt
+                if end_of_epoch:
+                    break  # the next epoch has its own batch order
         progress.close()
         self.save_last()
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: the toy corpus, a toy tokenizer, and one trained toy checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mt.config import DataConfig, DecodeConfig, ModelConfig, MTConfig, TrainConfig
+from mt.model import Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "tests" / "fixtures" / "toy"
+
+
+def toy_config(tmp: Path, **train_overrides) -> MTConfig:
+    """The toy/tiny/smoke configuration as dataclasses, caches under `tmp`."""
+    train = TrainConfig(lr=3e-3, warmup_steps=20, max_tokens=1024, max_epochs=100, max_steps=150, eval_every=75,
+                        log_every=10, valid_max_sentences=50, progress=False, threads=1)
+    for key, value in train_overrides.items():
+        setattr(train, key, value)
+    return MTConfig(
+        data=DataConfig(name="toy", dir=str(TOY), train=["train"], valid=["valid"], test=["test"], vocab_size=64,
+                        cache_dir=str(tmp / "cache")),
+        model=ModelConfig(d_model=64, layers=2, heads=4, ffn_dim=128, max_positions=160),
+        train=train,
+        decode=DecodeConfig(beam_size=3),
+    )
+
+
+def tiny_model(vocab: int = 40, seed: int = 0, **model_overrides) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.0, max_positions=64)
+    for key, value in model_overrides.items():
+        setattr(cfg, key, value)
+    return Transformer(cfg, vocab, vocab).eval()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One toy training run (a few seconds), shared by the tests that need a real checkpoint."""
+    from mt.train import run
+
+    run_dir = tmp_path_factory.mktemp("toy-run")
+    torch.set_num_threads(2)
+    run(toy_config(run_dir, threads=2, max_steps=300, eval_every=150), run_dir)
+    return run_dir

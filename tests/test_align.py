@@ -1,0 +1,255 @@
+"""Alignments from cross-attention: AER, subword->word pooling, shift indexing, symmetrization, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mt.align import (
+    AlignConfig,
+    GoldLine,
+    aer,
+    align_pairs,
+    align_translations,
+    encode_words,
+    flip_gold,
+    format_links,
+    grow_diag_final,
+    invert,
+    links_of,
+    main,
+    parse_links,
+    pool_words,
+    read_gold_pairs,
+    symmetrize,
+    teacher_forced_attention,
+    token_matrix,
+    word_matrix,
+)
+from mt.config import DataConfig, DecodeConfig
+from mt.data import read_lines
+from mt.decode import translate_ids
+from mt.tokenizer import Tokenizer
+from tests.conftest import TOY, tiny_model
+
+
+# AER --------------------------------------------------------------------------------------
+def test_parse_links_sure_possible_one_based():
+    g = parse_links("1-1 2-2 2p3", one_based=True)
+    assert g.sure == {(0, 0), (1, 1)}
+    assert g.possible == {(0, 0), (1, 1), (1, 2)}  # sure links are possible too
+    assert parse_links("0-0 1p2").sure == {(0, 0)}
+    assert parse_links("").sure == set() and parse_links("   ").possible == set()
+
+
+def test_parse_links_rejects_garbage_and_zero_in_one_based():
+    from mt.errors import UserError
+
+    with pytest.raises(UserError, match="cannot read"):
+        parse_links("1-x", where="f:1")
+    with pytest.raises(UserError, match="index 0"):
+        parse_links("0-1", one_based=True, where="f:1")
+
+
+def test_aer_worked_by_hand():
+    # S = {0-0, 1-1}, P = S + {1-2}; A = {0-0, 1-2, 2-2}
+    # |A∩S| = 1, |A∩P| = 2: precision 2/3, recall 1/2, AER = 1 - (1 + 2) / (3 + 2) = 0.4
+    gold = [parse_links("1-1 2-2 2p3", one_based=True)]
+    s = aer(gold, [{(0, 0), (1, 2), (2, 2)}])
+    assert s.precision == pytest.approx(2 / 3)
+    assert s.recall == pytest.approx(1 / 2)
+    assert s.aer == pytest.approx(0.4)
+    assert (s.hyp_links, s.sure_links, s.possible_links, s.hyp_sure, s.hyp_possible) == (3, 2, 3, 1, 2)
+
+
+def test_aer_is_corpus_level_and_handles_empty_lines():
+    gold = [parse_links("1-1 2-2 2p3", one_based=True), parse_links("")]
+    # second sentence: no gold, one (wrong) link -> |A| = 4, |A∩P| = 2, |A∩S| = 1, |S| = 2
+    s = aer(gold, [{(0, 0), (1, 2), (2, 2)}, {(0, 0)}])
+    assert s.precision == pytest.approx(2 / 4)
+    assert s.recall == pytest.approx(1 / 2)
+    assert s.aer == pytest.approx(1 - 3 / 6)
+    # nothing proposed: precision vacuous, recall 0, AER 1
+    empty = aer(gold, [set(), set()])
+    assert (empty.precision, empty.recall, empty.aer) == (1.0, 0.0, 1.0)
+    # nothing anywhere: AER 0
+    assert aer([GoldLine(set(), set())], [set()]).aer == 0.0
+
+
+def test_aer_possible_links_never_hurt():
+    gold = [parse_links("0-0 1-1 1p2")]
+    assert aer(gold, [{(0, 0), (1, 1)}]).aer == 0.0
+    assert aer(gold, [{(0, 0), (1, 1), (1, 2)}]).aer == 0.0  # A = P: (2 + 3) / (3 + 2)
+    assert aer(gold, [{(0, 0), (1, 1), (2, 2)}]).aer == pytest.approx(1 - 4 / 5)
+
+
+def test_flip_gold():
+    flipped = flip_gold([parse_links("0-1 2p3")])[0]
+    assert flipped.sure == {(1, 0)} and flipped.possible == {(1, 0), (3, 2)}
+
+
+# Subwords -> words, shift --------------------------------------------------------------------
+def fake_encode(words):
+    """'abc' -> 3 pieces (one per letter), like a tokenizer splitting every word into letters."""
+    return [[ord(c) for c in w] for w in words]
+
+
+def test_encode_words_maps_pieces_to_whitespace_words():
+    ids, word_ids = encode_words(fake_encode, ["ab", "c", "def"])
+    assert ids == [97, 98, 99, 100, 101, 102]
+    assert word_ids == [0, 0, 1, 2, 2, 2]
+    assert encode_words(fake_encode, []) == ([], [])
+
+
+def test_pool_words_sums_source_pieces_and_averages_target_pieces():
+    # 3 target pieces (words 0,0,1) x 3 source pieces (words 0,1,1)
+    m = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [0.0, 0.5, 0.5]])
+    w = pool_words(m, [0, 1, 1], [0, 0, 1])
+    expected = torch.tensor([[(0.2 + 0.6) / 2, (0.8 + 0.4) / 2], [0.0, 1.0]])
+    assert torch.allclose(w, expected)
+
+
+def _attention(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows).view(1, 1, len(rows), len(rows[0]))
+
+
+def test_shift_reads_the_row_where_the_target_is_input_and_drops_eos_column():
+    # n = 2 target tokens -> rows 0..2, S = 2 source tokens + eos column
+    a = _attention([[0.9, 0.1, 0.0],   # row 0: predicts y0
+                    [0.1, 0.8, 0.1],   # row 1: predicts y1, input y0
+                    [0.0, 0.2, 0.8]])  # row 2: predicts eos, input y1
+    assert torch.equal(token_matrix(a, 2, 2, AlignConfig(shift=False)), a[0, 0, :2, :2])
+    assert torch.equal(token_matrix(a, 2, 2, AlignConfig(shift=True)), a[0, 0, 1:3, :2])
+    assert links_of(a, [0, 1], [0, 1], AlignConfig(shift=False)) == [(0, 0), (1, 1)]
+    # shifted: y0 reads row 1 -> source 1; y1 reads row 2 -> eos column dropped -> source 1
+    assert links_of(a, [0, 1], [0, 1], AlignConfig(shift=True)) == [(1, 0), (1, 1)]
+
+
+def test_layer_and_head_selection():
+    a = torch.zeros(2, 3, 2, 3)
+    a[1, 2, :, 0] = 1.0  # only layer 1 head 2 looks at source 0
+    a[:, :, :, 1] = 0.5
+    assert links_of(a, [0, 1], [0], AlignConfig(layer=1, head=2, shift=False)) == [(0, 0)]
+    assert links_of(a, [0, 1], [0], AlignConfig(layer=0, head=None, shift=False)) == [(1, 0)]
+    assert links_of(a, [0, 1], [0], AlignConfig(layer=-1, head=-1, shift=False)) == [(0, 0)]
+    assert word_matrix(a, [], [0], AlignConfig()).numel() == 0
+
+
+# Symmetrization ---------------------------------------------------------------------------
+F = {(0, 0), (1, 1), (3, 3)}
+B = {(0, 0), (1, 1), (3, 2), (2, 3)}
+
+
+def test_symmetrize_by_hand():
+    assert symmetrize(F, B, "intersection") == [(0, 0), (1, 1)]
+    assert symmetrize(F, B, "union") == [(0, 0), (1, 1), (2, 3), (3, 2), (3, 3)]
+    # nothing in the union touches the intersection's neighbourhood: grow-diag adds nothing
+    assert symmetrize(F, B, "grow-diag") == [(0, 0), (1, 1)]
+    # final: 3-3 (both unaligned), then 2-3 (source 2 unaligned), 3-2 (target 2 unaligned)
+    assert symmetrize(F, B, "grow-diag-final") == [(0, 0), (1, 1), (2, 3), (3, 2), (3, 3)]
+    # final-and: only points whose source and target are both unaligned: 3-3
+    assert symmetrize(F, B, "grow-diag-final-and") == [(0, 0), (1, 1), (3, 3)]
+
+
+def test_grow_diag_adds_diagonal_neighbours():
+    f = {(0, 0), (1, 1)}
+    b = {(0, 0), (2, 2), (1, 2), (4, 0)}
+    # I = {0-0}. 1-1 is its diagonal neighbour (source 1 unaligned) -> add. Neighbours of 1-1 in
+    # Koehn's order: 1-2 (target 2 unaligned) -> add; 2-2 (source 2 unaligned) -> add.
+    # 4-0 touches no aligned point: only the final step adds it (source 4 unaligned).
+    assert symmetrize(f, b, "grow-diag") == [(0, 0), (1, 1), (1, 2), (2, 2)]
+    assert sorted(grow_diag_final(f, b)) == [(0, 0), (1, 1), (1, 2), (2, 2), (4, 0)]
+    assert sorted(grow_diag_final(f, b, final_and=True)) == [(0, 0), (1, 1), (1, 2), (2, 2)]
+    assert invert([(0, 1), (2, 0)]) == [(0, 2), (1, 0)]
+    assert format_links([(2, 0), (0, 1)]) == "0-1 2-0"
+
+
+# With a (tiny, untrained) model --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory) -> Path:
+    from mt.checkpoint import pack
+
+    src, tgt = read_lines(TOY / "train.en"), read_lines(TOY / "train.de")
+    tok = Tokenizer.train(src, tgt, DataConfig(name="toy", vocab_size=64))
+    model = tiny_model(vocab=tok.src_vocab_size, heads=2)
+    path = tmp_path_factory.mktemp("align") / "toy.pt"
+    torch.save(pack(model, tok, "en", "de"), path)
+    return path
+
+
+def test_teacher_forced_attention_matches_decoding(toy_checkpoint):
+    """Forcing the model's own greedy output reproduces the attention the decoder recorded."""
+    from mt.checkpoint import load
+
+    loaded = load(toy_checkpoint)
+    tok = loaded.tokenizer
+    src = tok.encode_src(["Now the cat sits at the beach .", "A woman plays ."])
+    hyps = translate_ids(loaded.model, src, DecodeConfig(beam_size=1, max_len_b=3), need_attention=True)
+    outs = [h[0].tokens for h in hyps]
+    forced = teacher_forced_attention(loaded.model, src, outs)
+    for s, h, f in zip(src, hyps, forced):
+        assert f.shape == (2, 2, len(h[0].tokens) + 1, len(s) + 1)
+        assert torch.allclose(f, h[0].attention, atol=1e-5)
+
+
+def test_align_pairs_gives_one_link_per_target_word(toy_checkpoint):
+    from mt.checkpoint import load
+
+    loaded = load(toy_checkpoint)
+    links = align_pairs(loaded, ["the cat sits", "a", ""], ["die katze sitzt hier", "eine", "x"], AlignConfig())
+    assert [len(x) for x in links] == [4, 1, 0]
+    assert sorted(j for _, j in links[0]) == [0, 1, 2, 3] and all(0 <= i < 3 for i, _ in links[0])
+    texts, own = align_translations(loaded, ["the cat sits"], AlignConfig(layer=0, head=1), beam=2)
+    assert len(own[0]) == len(texts[0].split()) > 0
+
+
+def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("the cat sits .\na woman\n")
+    tgt.write_text("die katze sitzt .\neine frau\n")
+    gold = tmp_path / "gold"
+    gold.write_text("1-1 2-2 3-3 4p4\n1-1 2-2\n")  # one-based
+    hyp = tmp_path / "hyp"
+    main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--layer", "mean",
+          "--head", "1", "--no-shift", "--output", str(hyp)])
+    lines = hyp.read_text().splitlines()
+    assert len(lines) == 2 and all(len(line.split()) == n for line, n in zip(lines, (4, 2)))
+    main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt),
+          "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "intersection"])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    main(["score", "--gold", str(gold), "--hyp", str(hyp), "--gold-one-based"])
+    assert "AER" in capsys.readouterr().out
+    out_json = tmp_path / "sweep.json"
+    main(["sweep", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
+          "--gold-one-based", "--json", str(out_json)])
+    table = capsys.readouterr().out
+    assert "best:" in table
+    rows = json.loads(out_json.read_text())["rows"]
+    assert len(rows) == 2 * 3 * 3  # shift x (2 layers + mean) x (2 heads + mean)
+    assert all(0.0 <= r["aer"] <= 1.0 for r in rows)
+
+
+def test_cli_user_errors_are_one_line(toy_checkpoint, tmp_path, capsys):
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("a\nb\n")
+    tgt.write_text("a\n")
+    for argv, message in [
+        (["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt)], "has 2 lines"),
+        (["--checkpoint", str(toy_checkpoint), "--src", str(tmp_path / "nope"), "--tgt", str(tgt)], "not found"),
+        (["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(src), "--layer", "7"], "out of range"),
+        (["score", "--gold", str(src), "--hyp", str(src)], "cannot read"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_read_gold_pairs(tmp_path):
+    path = tmp_path / "g"
+    path.write_text("oh , oh !   ||| oh , oh !  \n2 .   ||| 2 .\n")
+    assert read_gold_pairs(path) == (["oh , oh !", "2 ."], ["oh , oh !", "2 ."])

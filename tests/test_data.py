@@ -1,0 +1,113 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from mt.config import DataConfig
+from mt.data import bucket_batches, load_raw, padding_waste, prepare, read_iwslt_xml
+from mt.errors import UserError
+
+from .conftest import TOY
+
+
+def write(path, lines, gz=False):
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def text_corpus(tmp_path, n=20, gz=True):
+    suffix = ".gz" if gz else ""
+    for split, count in (("train", n), ("val", 3), ("test", 3)):
+        write(tmp_path / f"{split}.en{suffix}", [f"sentence {i} in english" for i in range(count)], gz)
+        write(tmp_path / f"{split}.de{suffix}", [f"satz {i} auf deutsch" for i in range(count)], gz)
+    return DataConfig(name="mine", dir=str(tmp_path), train=["train"], valid=["val"], test=["test"],
+                      vocab_size=30, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_text_loader_reads_gzip_and_plain(tmp_path, gz):
+    raw = load_raw(text_corpus(tmp_path, gz=gz))
+    assert raw["train"].num_rows == 20 and raw["valid"].num_rows == 3
+    assert raw["train"][2] == {"src": "sentence 2 in english", "tgt": "satz 2 auf deutsch"}
+
+
+def test_mismatched_line_counts_name_both_files(tmp_path):
+    cfg = text_corpus(tmp_path)
+    write(tmp_path / "train.de.gz", ["only one line"], gz=True)
+    with pytest.raises(UserError, match=r"train\.en\.gz has 20 lines.*train\.de\.gz has 1"):
+        load_raw(cfg)
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    cfg = text_corpus(tmp_path, gz=False)
+    (tmp_path / "val.de").write_bytes(b"gut\nkaputt \xff\xfe\nok\n")
+    with pytest.raises(UserError, match=r"val\.de: line 2 is not valid UTF-8"):
+        load_raw(cfg)
+
+
+def test_missing_language_lists_available(tmp_path):
+    cfg = text_corpus(tmp_path)
+    cfg.src_lang = "fr"
+    with pytest.raises(UserError, match=r"no 'fr' side.*languages there: de, en"):
+        load_raw(cfg)
+
+
+def test_missing_directory(tmp_path):
+    cfg = text_corpus(tmp_path)
+    cfg.dir = str(tmp_path / "nope")
+    with pytest.raises(UserError, match="data directory not found"):
+        load_raw(cfg)
+
+
+IWSLT = """<?xml version="1.0" encoding="UTF-8"?>
+<mteval><refset setid="x" srclang="german" trglang="english" refid="ref">
+<doc docid="7" genre="lectures"><url>u</url><title>t</title>
+<seg id="1"> {a} </seg>
+<seg id="2"> {b} </seg>
+</doc></refset></mteval>
+"""
+
+
+def test_iwslt_xml_pairs_segments(tmp_path):
+    (tmp_path / "IWSLT16.TED.tst2010.de-en.de.xml").write_text(IWSLT.format(a="Hallo &amp; Welt", b="Zwei"))
+    (tmp_path / "IWSLT16.TED.tst2010.de-en.en.xml").write_text(IWSLT.format(a="Hello &amp; world", b="Two"))
+    assert read_iwslt_xml(tmp_path / "IWSLT16.TED.tst2010.de-en.en.xml") == [("7:1", "Hello & world"), ("7:2", "Two")]
+    cfg = DataConfig(name="iw", format="iwslt_xml", dir=str(tmp_path), src_lang="de", tgt_lang="en",
+                     train=["TED.tst2010"], valid=["TED.tst2010"], test=["TED.tst2010"])
+    raw = load_raw(cfg)
+    assert raw["train"]["src"] == ["Hallo & Welt", "Zwei"] and raw["train"]["tgt"] == ["Hello & world", "Two"]
+
+
+def test_prepare_filters_empty_and_long_training_pairs(tmp_path):
+    cfg = text_corpus(tmp_path, gz=False)
+    write(tmp_path / "train.en", ["a short one", "", "word " * 60, "another one"])
+    write(tmp_path / "train.de", ["ein kurzer", "leer", "wort " * 60, "noch einer"])
+    cfg.max_len = 20
+    cfg.vocab_size = 25
+    data = prepare(cfg)
+    rep = data.reports["train"]
+    assert (rep.kept, rep.empty, rep.too_long) == (2, 1, 1)
+    assert data.splits["train"].src_text == ["a short one", "another one"]
+
+
+def test_bucket_batches_respect_budget_and_are_deterministic():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 60, 2000), rng.integers(1, 60, 2000)
+    a = bucket_batches(src, tgt, 500, seed=7, epoch=3)
+    b = bucket_batches(src, tgt, 500, seed=7, epoch=3)
+    c = bucket_batches(src, tgt, 500, seed=7, epoch=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    for batch in a:
+        assert len(batch) * max(src[batch].max(), tgt[batch].max()) <= 500
+    assert sorted(np.concatenate(a).tolist()) == list(range(2000))  # every sentence exactly once
+    assert padding_waste(a, src, tgt) < 0.35  # bucketing: far below random batching
+    shuffled = [rng.permutation(2000)[i : i + len(x)] for i, x in enumerate(a)]
+    assert padding_waste(shuffled, src, tgt) > padding_waste(a, src, tgt)
+
+
+def test_toy_fixture_is_parallel():
+    for split in ("train", "valid", "test"):
+        en = (TOY / f"{split}.en").read_text().splitlines()
+        de = (TOY / f"{split}.de").read_text().splitlines()
+        assert len(en) == len(de) > 0

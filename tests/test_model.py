@@ -1,0 +1,122 @@
+import torch
+
+from mt.checkpoint import build_model, pack, read
+from mt.config import ModelConfig
+from mt.fileio import atomic_torch_save
+from mt.model import Transformer
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+from .conftest import tiny_model
+
+
+def batch(B=3, S=7, T=6, vocab=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (B, S), generator=g)
+    tgt = torch.randint(4, vocab, (B, T), generator=g)
+    tgt[:, 0] = BOS_ID
+    return src, tgt
+
+
+def test_shapes_and_attention_weights():
+    model = tiny_model()
+    src, tgt = batch()
+    logits, attention = model(src, tgt, need_weights=True)
+    assert logits.shape == (3, 6, 40)
+    assert len(attention) == 2  # one per decoder layer
+    assert all(a.shape == (3, 4, 6, 7) for a in attention)  # [B, H, T, S]
+    torch.testing.assert_close(attention[0].sum(-1), torch.ones(3, 4, 6))
+    _, none = model(src, tgt)
+    assert none == []
+
+
+def test_causal_future_tokens_do_not_change_earlier_logits():
+    model = tiny_model()
+    src, tgt = batch()
+    changed = tgt.clone()
+    changed[:, 4:] = torch.randint(4, 40, (3, 2))
+    a, _ = model(src, tgt)
+    b, _ = model(src, changed)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_padding_invariance():
+    model = tiny_model()
+    src, tgt = batch(B=1)
+    padded_src = torch.cat([src, torch.full((1, 5), PAD_ID)], dim=1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 3), PAD_ID)], dim=1)
+    a, attn_a = model(src, tgt, need_weights=True)
+    b, attn_b = model(padded_src, padded_tgt, need_weights=True)
+    torch.testing.assert_close(a, b[:, : tgt.size(1)], atol=1e-5, rtol=1e-5)
+    assert attn_b[0][..., src.size(1) :].abs().max() == 0  # no weight on padding
+
+
+def test_sdpa_path_equals_explicit_path():
+    for norm in ("pre", "post"):
+        model = tiny_model(norm=norm, positions="learned")
+        src, tgt = batch()
+        fast, _ = model(src, tgt, need_weights=False)
+        explicit, _ = model(src, tgt, need_weights=True)
+        torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_tied_embeddings_are_one_tensor():
+    model = tiny_model()
+    assert model.output.weight is model.tgt_embed.tokens.weight
+    assert model.src_embed.tokens.weight is model.tgt_embed.tokens.weight
+    untied = tiny_model(tie_embeddings=False)
+    assert untied.output.weight is not untied.tgt_embed.tokens.weight
+    assert untied.num_parameters() > model.num_parameters()
+
+
+def test_incremental_steps_equal_full_decoder():
+    model = tiny_model()
+    src, tgt = batch()
+    full, _ = model(src, tgt)
+    memory, mask = model.encode(src)
+    state = model.start_decoding(memory, mask)
+    for t in range(tgt.size(1)):
+        logp, _ = model.decode_step(tgt[:, t], state)
+        torch.testing.assert_close(logp, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_model_overfits_tiny_corpus():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=32, layers=1, heads=2, ffn_dim=64, dropout=0.0), 20, 20)
+    src = torch.tensor([[5, 6, 7, EOS_ID], [8, 9, 10, EOS_ID], [11, 12, 13, EOS_ID]])
+    tgt_out = torch.tensor([[13, 12, 11, EOS_ID], [7, 6, 5, EOS_ID], [10, 9, 8, EOS_ID]])
+    tgt_in = torch.cat([torch.full((3, 1), BOS_ID), tgt_out[:, :-1]], dim=1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        logits, _ = model(src, tgt_in)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 20), tgt_out.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    model.eval()
+    assert torch.equal(model(src, tgt_in)[0].argmax(-1), tgt_out)
+
+
+def test_checkpoint_roundtrip_reproduces_logits(tmp_path):
+    from mt.tokenizer import Tokenizer
+
+    model = tiny_model(vocab=64)
+    from .conftest import TOY
+
+    tokenizer = Tokenizer.load(TOY) or _toy_tokenizer(tmp_path)
+    path = tmp_path / "m.pt"
+    atomic_torch_save(path, pack(model, tokenizer, "en", "de"))
+    rebuilt = build_model(read(path)).eval()
+    src, tgt = batch(vocab=64)
+    assert torch.equal(model(src, tgt)[0], rebuilt(src, tgt)[0])
+
+
+def _toy_tokenizer(tmp_path):
+    from mt.data import get_tokenizer, load_raw
+
+    from .conftest import toy_config
+
+    cfg = toy_config(tmp_path).data
+    return get_tokenizer(cfg, load_raw(cfg)["train"])

@@ -1,0 +1,149 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import mt.train as train_module
+from mt.checkpoint import read
+from mt.errors import UserError
+from mt.fileio import atomic_torch_save
+from mt.train import learning_rate, run
+
+from .conftest import ROOT, toy_config
+
+
+def test_smoke_pipeline_writes_everything(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 300
+    assert metrics["test_bleu"] > 20, "the toy corpus is easy: a working model must learn it"
+    assert metrics["best_valid_bleu"] > 20
+    assert "tok:13a" in metrics["bleu_signature"]
+    assert (trained_run / "checkpoints" / "best.pt").is_file() and (trained_run / "checkpoints" / "last.pt").is_file()
+    assert len((trained_run / "test.hyp.txt").read_text().splitlines()) == 30
+    events = EventAccumulator(str(trained_run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "valid/loss", "valid/ppl",
+                "valid/bleu", "valid/chrf"):
+        assert tag in tags["scalars"], tag
+    assert any(t.startswith("attention/layer") for t in tags["images"])
+    assert [e.step for e in events.Scalars("valid/bleu")] == [150, 300]
+
+
+def test_learning_rate_schedule():
+    assert learning_rate(1, 1e-3, 100) == pytest.approx(1e-5)
+    assert learning_rate(100, 1e-3, 100) == pytest.approx(1e-3)
+    assert learning_rate(400, 1e-3, 100) == pytest.approx(5e-4)
+    assert learning_rate(400, 1e-3, 0) == 1e-3
+
+
+def weights(path):
+    return read(path)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    torch.set_num_threads(1)
+    full = tmp_path / "full"
+    run(toy_config(tmp_path, max_steps=40, eval_every=20), full)
+    split = tmp_path / "split"
+    run(toy_config(tmp_path, max_steps=23, eval_every=20), split)  # stops mid-epoch, mid-interval
+    state = read(split / "checkpoints" / "last.pt")["train_state"]
+    assert state["step"] == 23 and state["batch_in_epoch"] > 0
+    metrics = run(toy_config(tmp_path, max_steps=40, eval_every=20, resume=True), split)
+    assert metrics["steps"] == 40
+    assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(split / "checkpoints" / "last.pt"))
+    full_opt = read(full / "checkpoints" / "last.pt")["optimizer"]["state"]
+    split_opt = read(split / "checkpoints" / "last.pt")["optimizer"]["state"]
+    assert all(torch.equal(full_opt[k]["exp_avg"], split_opt[k]["exp_avg"]) for k in full_opt)
+
+
+def train_cmd(run_dir, *extra):
+    return [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", "train.max_steps=60",
+            "train.save_every=4", "train.eval_every=30", "train.threads=1", "train.progress=false",
+            f"data.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}", *extra]
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(train_cmd(reference), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read(last)["train_state"]["step"]
+    assert killed_at < 60, "the run finished before it could be killed; kill earlier"
+    done = subprocess.run(train_cmd(killed, "train.resume=true"), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {last} at step {killed_at}" in (killed / "train.log").read_text()
+    assert_same_weights(weights(reference / "checkpoints" / "last.pt"), weights(last))
+
+
+def test_sigint_saves_a_resumable_checkpoint(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    cmd = train_cmd(run_dir, "train.max_steps=100000", "train.save_every=0", "train.eval_every=0")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "epoch of" in log.read_text()):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "resumable checkpoint:" in err and "Traceback" not in err
+    assert read(run_dir / "checkpoints" / "last.pt")["train_state"]["step"] > 0
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_torch_save(path, {"format": "mt-checkpoint", "version": 1, "step": 1})
+
+    def torn_save(obj, handle):
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # killed in the middle of writing
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save(path, {"format": "mt-checkpoint", "version": 1, "step": 2})
+    monkeypatch.undo()
+    assert read(path)["step"] == 1
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    real = train_module.batch_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(model, batch, smoothing):
+        loss, nll, n = real(model, batch, smoothing)
+        calls["n"] += 1
+        return (loss * float("nan"), nll, n) if calls["n"] in (3, 4) else (loss, nll, n)
+
+    monkeypatch.setattr(train_module, "batch_loss", sometimes_nan)
+    metrics = run(toy_config(tmp_path, max_steps=10, eval_every=0, max_epochs=1), tmp_path / "a")
+    assert metrics["nonfinite_steps"] == 2 and metrics["steps"] == 10
+
+    monkeypatch.setattr(train_module, "batch_loss", lambda m, b, s: tuple(
+        (x * float("nan") if i == 0 else x) for i, x in enumerate(real(m, b, s))))
+    with pytest.raises(UserError, match="non-finite losses in a row"):
+        run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")

@@ -13,6 +13,7 @@ Command line (see docs/alignment.md):
     python -m mt.align score --gold G --hyp H [--gold-one-based]
     python -m mt.align sweep --checkpoint CKPT --src FILE --tgt FILE --gold G [--gold-one-based] [--json F]
     python -m mt.align prepare-gold --out data/align
+    python -m mt.align plot --checkpoint CKPT --src FILE --tgt FILE --lines 5 9 --gold G --out 'img/{n}.png'
 
 Alignments are Pharaoh `i-j` (0-based, source word - target word), one line per sentence pair.
 Source and target files are whitespace-tokenized: every whitespace token is one word, and
@@ -431,23 +432,41 @@ def align_translations(loaded, src_lines: Sequence[str], cfg: AlignConfig, beam:
     return texts, links
 
 
-def sweep(att: Sequence[Tensor], enc: Encoded, gold: Sequence[GoldLine], layers: int, heads: int) -> list[dict]:
-    """AER of every layer (and mean) x head (and mean) x shift, as a list of rows."""
+def _all_links(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[list[Link]]:
+    return [links_of(a, sw, tw, cfg) if a.numel() else [] for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)]
+
+
+SWEEP_SYSTEMS = ("forward", "reverse", "intersection", "union", "grow-diag-final", "grow-diag-final-and")
+
+
+def sweep(att: Sequence[Tensor], enc: Encoded, gold: Sequence[GoldLine], layers: int, heads: int,
+          reverse: tuple[Sequence[Tensor], Encoded] | None = None) -> list[dict]:
+    """AER of every layer (and mean) x head (and mean) x shift, as a list of rows.
+
+    With `reverse` (attention and encoding of the target->source model on the swapped pairs),
+    also the reverse direction and its symmetrizations with the forward one, same configuration.
+    """
     rows = []
     for shift in (True, False):
         for layer in [*range(layers), None]:
             for head in [*range(heads), None]:
                 cfg = AlignConfig(layer, head, shift)
-                hyp = [links_of(a, sw, tw, cfg) if a.numel() else []
-                       for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)]
-                s = aer(gold, hyp)
-                rows.append({"layer": "mean" if layer is None else layer, "head": "mean" if head is None else head,
-                             "shift": shift, **asdict(s)})
+                systems = {"forward": _all_links(att, enc, cfg)}
+                if reverse is not None:
+                    backward = [invert(x) for x in _all_links(*reverse, cfg)]
+                    systems["reverse"] = backward
+                    for method in SWEEP_SYSTEMS[2:]:
+                        systems[method] = [symmetrize(f, r, method) for f, r in zip(systems["forward"], backward)]
+                for system, hyp in systems.items():
+                    rows.append({"system": system, "layer": "mean" if layer is None else layer,
+                                 "head": "mean" if head is None else head, "shift": shift,
+                                 **asdict(aer(gold, hyp))})
     return rows
 
 
-def sweep_table(rows: Sequence[dict], heads: int) -> str:
+def sweep_table(rows: Sequence[dict], heads: int, system: str = "forward") -> str:
     """AER (%) as a table: one line per (shift, layer), one column per head."""
+    rows = [r for r in rows if r.get("system", "forward") == system]
     columns = [*range(heads), "mean"]
     lines = ["shift  layer  " + "  ".join(f"{'head ' + str(h):>9}" for h in columns)]
     by_key = {(r["shift"], r["layer"], r["head"]): r for r in rows}
@@ -476,6 +495,18 @@ def _show(value: int | None) -> str:
     return "mean" if value is None else str(value)
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    defaults = AlignConfig()
+    p.add_argument("--layer", type=_layer, default=defaults.layer,
+                   help=f"decoder layer (0-based) or 'mean' (default: {_show(defaults.layer)})")
+    p.add_argument("--head", type=_layer, default=defaults.head,
+                   help=f"attention head or 'mean' (default: {_show(defaults.head)})")
+    p.add_argument("--shift", dest="shift", action="store_true", default=defaults.shift,
+                   help="read target word j at the step where it is the decoder input")
+    p.add_argument("--no-shift", dest="shift", action="store_false",
+                   help="read target word j at the step that predicts it")
+
+
 def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint of the source->target model")
     p.add_argument("--src", required=True, help="source file, whitespace-tokenized, one sentence per line")
@@ -492,15 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("extract", help="word alignments (default subcommand)")
     _add_model_args(e, tgt_required=False)
-    defaults = AlignConfig()
-    e.add_argument("--layer", type=_layer, default=defaults.layer,
-                   help=f"decoder layer (0-based) or 'mean' (default: {_show(defaults.layer)})")
-    e.add_argument("--head", type=_layer, default=defaults.head,
-                   help=f"attention head or 'mean' (default: {_show(defaults.head)})")
-    e.add_argument("--shift", dest="shift", action="store_true", default=defaults.shift,
-                   help="read target word j at the step where it is the decoder input")
-    e.add_argument("--no-shift", dest="shift", action="store_false",
-                   help="read target word j at the step that predicts it")
+    _add_config_args(e)
     e.add_argument("--reverse-checkpoint", help="target->source model, for symmetrization")
     e.add_argument("--symmetrize", default="grow-diag-final", choices=SYMMETRIZE,
                    help="how to combine with --reverse-checkpoint (default: %(default)s)")
@@ -521,7 +544,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
     w.add_argument("--gold-reversed", action="store_true",
                    help="gold links are target-source (e.g. scoring a fr->en model on en-fr gold)")
+    w.add_argument("--reverse-checkpoint", help="target->source model: also sweep it and the symmetrizations")
     w.add_argument("--json", help="write the table here as JSON")
+
+    q = sub.add_parser("plot", help="word-level attention heatmaps of chosen sentence pairs")
+    _add_model_args(q, tgt_required=True)
+    _add_config_args(q)
+    q.add_argument("--lines", type=int, nargs="+", required=True, help="line numbers (from 1) to plot")
+    q.add_argument("--gold", help="gold links to draw (squares: sure solid, possible dotted)")
+    q.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
+    q.add_argument("--out", default="align_{n}.png", help="output file, {n} = line number (default: %(default)s)")
 
     g = sub.add_parser("prepare-gold", help="write the gold sentences as plain text for training / aligning")
     g.add_argument("--gold-dir", default=str(GOLD_DIR), help="directory with hansards.src-tgt and hansards.gold")
@@ -587,6 +619,7 @@ def run_score(args: argparse.Namespace) -> None:
 def run_sweep(args: argparse.Namespace) -> None:
     device = _device(args.device)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    assert tgt_lines is not None
     gold = read_alignment_file(args.gold, args.gold_one_based)
     if args.gold_reversed:
         gold = flip_gold(gold)
@@ -594,16 +627,68 @@ def run_sweep(args: argparse.Namespace) -> None:
         raise UserError(f"{args.gold} has {len(gold)} lines but {args.src} has {len(src_lines)}")
     loaded = _load(args.checkpoint, device)
     layers, heads = _dims(loaded)
-    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines or [], loaded.model.config.max_positions - 1)
+    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, loaded.model.config.max_positions - 1)
     att = pair_attention(loaded, enc, device)
-    rows = sweep(att, enc, gold, layers, heads)
-    print(f"AER (%) of {args.checkpoint} on {args.gold}, {len(gold)} sentence pairs "
-          f"(teacher-forced, argmax per target word)")
-    print(sweep_table(rows, heads))
+    reverse = None
+    if args.reverse_checkpoint:
+        rev = _load(args.reverse_checkpoint, device)
+        if _dims(rev) != (layers, heads):
+            raise UserError(f"--reverse-checkpoint has {_dims(rev)} decoder layers/heads, the forward model "
+                            f"{(layers, heads)}: the sweep pairs them configuration by configuration")
+        rev_enc = encode_pairs(rev.tokenizer, tgt_lines, src_lines, rev.model.config.max_positions - 1)
+        reverse = (pair_attention(rev, rev_enc, device), rev_enc)
+    rows = sweep(att, enc, gold, layers, heads, reverse)
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    for system in systems:
+        name = {"forward": args.checkpoint, "reverse": args.reverse_checkpoint}.get(system, system)
+        print(f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced, argmax per "
+              f"target word{'' if system == 'forward' else ', per direction'})")
+        print(sweep_table(rows, heads, system) + "\n")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "gold": args.gold, "rows": rows},
-                                              indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(
+            {"checkpoint": args.checkpoint, "reverse_checkpoint": args.reverse_checkpoint, "gold": args.gold,
+             "sentences": len(gold), "rows": rows}, indent=2) + "\n", encoding="utf-8")
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    """Word-level attention heatmaps of chosen pairs, gold links (squares) and argmax links (dots)."""
+    from matplotlib.patches import Rectangle
+
+    from mt.plot import heatmap, save
+
+    device = _device(args.device)
+    src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    assert tgt_lines is not None
+    gold = read_alignment_file(args.gold, args.gold_one_based) if args.gold else None
+    loaded = _load(args.checkpoint, device)
+    cfg = AlignConfig(args.layer, args.head, args.shift)
+    check_config(cfg, *_dims(loaded))
+    for n in args.lines:
+        if not 1 <= n <= len(src_lines):
+            raise UserError(f"--lines {n}: {args.src} has {len(src_lines)} lines (numbered from 1)")
+        src_words, tgt_words = src_lines[n - 1].split(), tgt_lines[n - 1].split()
+        enc = encode_pairs(loaded.tokenizer, [src_lines[n - 1]], [tgt_lines[n - 1]],
+                           loaded.model.config.max_positions - 1)
+        att = pair_attention(loaded, enc, device)[0]
+        if not att.numel():
+            raise UserError(f"line {n} has an empty side")
+        matrix = word_matrix(att, enc.src_words[0], enc.tgt_words[0], cfg)
+        fig = heatmap(matrix, src_words[: matrix.size(1)], tgt_words[: matrix.size(0)],
+                      f"line {n}: {cfg.name()}")
+        ax = fig.axes[0]
+        if gold is not None:
+            g = gold[n - 1]
+            for links, style in ((g.possible - g.sure, ":"), (g.sure, "-")):
+                for i, j in links:
+                    ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, edgecolor="white",
+                                           linestyle=style, linewidth=1.2))
+        for i, j in argmax_links(matrix):
+            ax.plot(i, j, "o", color="red", markersize=3)
+        path = Path(args.out.format(n=n))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(fig, str(path))
+        print(f"wrote {path}")
 
 
 def read_gold_pairs(path: Path) -> tuple[list[str], list[str]]:
@@ -640,7 +725,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "threads", 0) > 0:
             torch.set_num_threads(args.threads)
         {"extract": run_extract, "score": run_score, "sweep": run_sweep,
-         "prepare-gold": run_prepare_gold}[args.command](args)
+         "prepare-gold": run_prepare_gold, "plot": run_plot}[args.command](args)
 
 
 if __name__ == "__main__":

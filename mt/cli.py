@@ -35,6 +35,7 @@ def check_overrides(args: list[str]) -> None:
 
     Sweep overrides (`a=1,2`) and hydra.* settings are left for Hydra itself.
     """
+    register_configs()
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(candidates)

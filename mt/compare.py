@@ -149,6 +149,23 @@ def find_runs(folders: list[Path]) -> list[Run]:
             if len(folders) > 1 and rel != ".":
                 name = f"{folder.resolve().name}/{rel}"
             runs.append(load_run(run_dir, name))
+    return shorten_names(runs)
+
+
+def shorten_names(runs: list[Run]) -> list[Run]:
+    """Drop the `key=value` items every run's folder name shares (Hydra names job folders by overrides).
+
+    `data.dir=data/multi30k,model.norm=pre,train.max_steps=300` -> `model.norm=pre`; names stay
+    unchanged where shortening would empty or confuse them. comparison.csv keeps the full path.
+    """
+    if len(runs) < 2:
+        return runs
+    items = [r.name.split(",") for r in runs]
+    common = set(items[0]).intersection(*items[1:])
+    short = [",".join(i for i in parts if i not in common) for parts in items]
+    if common and all(short) and len(set(short)) == len(short):
+        for run, name in zip(runs, short):
+            run.name = name
     return runs
 
 

@@ -230,6 +230,19 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     rows = json.loads(out_json.read_text())["rows"]
     assert len(rows) == 2 * 3 * 3  # shift x (2 layers + mean) x (2 heads + mean)
     assert all(0.0 <= r["aer"] <= 1.0 for r in rows)
+    main(["sweep", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
+          "--gold-one-based", "--reverse-checkpoint", str(toy_checkpoint), "--json", str(out_json)])
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["system"] for r in rows} == {"forward", "reverse", "intersection", "union", "grow-diag-final",
+                                           "grow-diag-final-and"}
+    by = {(r["system"], r["layer"], r["head"], r["shift"]): r for r in rows}
+    for key in [("mean", "mean", True), (0, 1, False)]:  # intersection never has more links than a direction
+        assert by[("intersection", *key)]["hyp_links"] <= by[("forward", *key)]["hyp_links"]
+        assert by[("union", *key)]["hyp_links"] >= by[("forward", *key)]["hyp_links"]
+    capsys.readouterr()
+    main(["plot", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
+          "--gold-one-based", "--lines", "1", "--out", str(tmp_path / "img" / "p{n}.png")])
+    assert (tmp_path / "img" / "p1.png").stat().st_size > 1000
 
 
 def test_cli_user_errors_are_one_line(toy_checkpoint, tmp_path, capsys):

@@ -121,6 +121,17 @@ def test_several_folders_and_a_single_run_folder(tmp_path):
     assert result.runs[1].significant
 
 
+def test_names_drop_the_overrides_all_jobs_share(tmp_path):
+    for layers in (1, 2):
+        fake_run(tmp_path / "data.dir=data" / f"multi30k,model.layers={layers},train.max_steps=300", hyps=REFS,
+                 layers=layers)
+    fake_run(tmp_path / "data.dir=data" / "multi30k,model.layers=3", hyps=REFS, layers=3)
+    names = sorted(r.name for r in compare([tmp_path], significance=False).runs)
+    assert names == ["model.layers=1,train.max_steps=300", "model.layers=2,train.max_steps=300", "model.layers=3"]
+    fake_run(tmp_path / "other", hyps=REFS)  # nothing shared by all: names stay whole
+    assert "data.dir=data/multi30k,model.layers=3" in [r.name for r in compare([tmp_path], significance=False).runs]
+
+
 def test_default_is_the_latest_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name, age in (("2026-01-02_00-00-00", 100), ("2026-01-01_00-00-00", 0)):
@@ -195,11 +206,13 @@ def test_real_two_job_sweep_then_compare(tmp_path, capsys):
     assert "model.layers" in header
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert len(rows) == 2
-    for layers in ("1", "2"):  # job folders are named by all the job's overrides, model.layers=N among them
-        [row] = [r for r in rows if f"model.layers={layers}," in r[1]]
-        assert row[header.index("model.layers")] == layers
+    # Job folders are named by all the job's overrides; the table keeps only the ones that differ.
+    assert sorted(r[1] for r in rows) == ["model.layers=1", "model.layers=2"]
+    for row in rows:
+        assert row[header.index("model.layers")] == row[1][-1]
         assert row[header.index("status")] == "completed"
-        bleu = json.loads((sweep / row[1] / "metrics.json").read_text())["test_bleu"]
+        [folder] = sweep.glob(f"*{row[1]},*")
+        bleu = json.loads((folder / "metrics.json").read_text())["test_bleu"]
         assert row[header.index("BLEU")] == f"{bleu:.2f}"
     for suffix in ("md", "csv", "png"):
         assert (sweep / f"comparison.{suffix}").stat().st_size > 0

@@ -1,0 +1,151 @@
+"""Statistical baseline for the alignment study: eflomal on Multi30k en-fr + the Hansards gold pairs.
+
+    .venv/bin/pip install eflomal          # or: pip install -e ".[align]"
+    .venv/bin/python scripts/baseline_eflomal.py --json docs/results/align_eflomal.json
+
+Trains eflomal (IBM1 + HMM + fertility, Gibbs sampling) on the 29,000 Multi30k en-fr training
+pairs with the 447 gold sentence pairs appended (the gold *links* are never used), takes the
+alignments of the 447 gold pairs, and scores forward, reverse and their symmetrizations with
+mt.align's AER. Everything is lowercased. Multi30k is tokenized to match the Hansards gold:
+punctuation split off, English "'s" / "n't" split, French elisions and contractions expanded
+as in the gold (l' -> le, d' -> de, du -> de le, des -> de les, au -> à le, aux -> à les, ...).
+The gold text itself is only lowercased (its tokens are what the links index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mt.align import (  # noqa: E402
+    GOLD_DIR,
+    SYMMETRIZE,
+    aer,
+    format_score,
+    read_alignment_file,
+    read_gold_pairs,
+    symmetrize,
+)
+from mt.data import read_lines  # noqa: E402
+from mt.errors import UserError, exit_on_user_error  # noqa: E402
+
+PUNCT = re.compile(r"([^\w\s'])")
+ELISION = {"l": "le", "d": "de", "j": "je", "qu": "que", "n": "ne", "s": "se", "c": "ce", "m": "me", "t": "te",
+           "jusqu": "jusque", "lorsqu": "lorsque", "puisqu": "puisque", "quoiqu": "quoique"}
+CONTRACTION = {"du": "de le", "des": "de les", "au": "à le", "aux": "à les"}
+
+
+KEEP_EN = {"'s", "'re", "'ve", "'ll", "'d", "'m", "n't"}
+
+
+def _split_quotes(tokens: list[str], keep: set[str]) -> list[str]:
+    """Apostrophes that are not part of a kept clitic become tokens of their own."""
+    out: list[str] = []
+    for t in tokens:
+        out += [t] if t in keep or "'" not in t else t.replace("'", " ' ").split()
+    return out
+
+
+def tokenize_en(line: str) -> str:
+    s = line.lower().replace("\u2019", "'")
+    s = re.sub(r"n't\b", " n't", s)
+    s = re.sub(r"'(s|re|ve|ll|d|m)\b", r" '\1", s)
+    return " ".join(_split_quotes(PUNCT.sub(r" \1 ", s).split(), KEEP_EN))
+
+
+def tokenize_fr(line: str) -> str:
+    s = line.lower().replace("\u2019", "'")
+    s = s.replace("aujourd'hui", "aujourd' hui")
+    s = re.sub(r"\b(" + "|".join(sorted(ELISION, key=len, reverse=True)) + r")'",
+               lambda m: ELISION[m.group(1)] + " ", s)
+    tokens = _split_quotes(PUNCT.sub(r" \1 ", s).split(), {"aujourd'"})
+    return " ".join(CONTRACTION.get(w, w) for w in tokens)
+
+
+def run_eflomal(src: list[str], tgt: list[str], work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    (work / "src").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (work / "tgt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    exe = Path(sys.executable).parent / "eflomal-align"
+    if not exe.is_file():
+        raise UserError("eflomal-align not found: install it with `.venv/bin/pip install eflomal`")
+    cmd = [str(exe), "-s", str(work / "src"), "-t", str(work / "tgt"), "-f", str(work / "fwd"),
+           "-r", str(work / "rev"), "--model", str(args.model), "--n-samplers", str(args.samplers), "--overwrite"]
+    if args.length:
+        cmd += ["--length", str(args.length)]
+    print("running:", " ".join(cmd), file=sys.stderr)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"eflomal-align failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return read_lines(work / "fwd"), read_lines(work / "rev")
+
+
+def parse(line: str) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in (t.split("-") for t in line.split())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/multi30k", help="Multi30k directory (train.en.gz, train.fr.gz)")
+    p.add_argument("--gold-dir", default=str(GOLD_DIR), help="hansards.src-tgt and hansards.gold")
+    p.add_argument("--model", type=int, default=3, help="eflomal model: 1 IBM1, 2 +HMM, 3 +fertility")
+    p.add_argument("--samplers", type=int, default=2, help="independent samplers (eflomal --n-samplers)")
+    p.add_argument("--length", type=float, default=0.0, help="relative number of iterations (0 = eflomal default)")
+    p.add_argument("--out", default="data/align/eflomal", help="where the Pharaoh alignments of the gold pairs go")
+    p.add_argument("--json", help="also write the scores here")
+    args = p.parse_args()
+    with exit_on_user_error("baseline_eflomal"):
+        data, gold_dir = Path(args.data), Path(args.gold_dir)
+        for f in (data / "train.en.gz", data / "train.fr.gz"):
+            if not f.is_file():
+                raise UserError(f"not found: {f} (run `make data`)")
+        gold_en, gold_fr = read_gold_pairs(gold_dir / "hansards.src-tgt")
+        gold = read_alignment_file(gold_dir / "hansards.gold", one_based=True)
+        train_en = [tokenize_en(s) for s in read_lines(data / "train.en.gz")]
+        train_fr = [tokenize_fr(s) for s in read_lines(data / "train.fr.gz")]
+        src = train_en + [s.lower() for s in gold_en]
+        tgt = train_fr + [t.lower() for t in gold_fr]
+        n = len(gold_en)
+        start = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            fwd_lines, rev_lines = run_eflomal(src, tgt, Path(tmp), args)
+        seconds = time.time() - start
+        fwd = [parse(x) for x in fwd_lines[-n:]]
+        rev = [parse(x) for x in rev_lines[-n:]]  # eflomal writes both directions as source-target
+        for k, (f, r) in enumerate(zip(fwd, rev)):  # sanity: indices within the gold sentence lengths
+            ns, nt = len(gold_en[k].split()), len(gold_fr[k].split())
+            if any(i >= ns or j >= nt for i, j in f | r):
+                raise UserError(f"eflomal output for gold pair {k} is out of range: lines misaligned?")
+        results = {"forward": aer(gold, fwd), "reverse": aer(gold, rev)}
+        systems = {"forward": fwd, "reverse": rev}
+        for method in SYMMETRIZE:
+            systems[method] = [symmetrize(f, r, method) for f, r in zip(fwd, rev)]
+            results[method] = aer(gold, systems[method])
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, links in systems.items():
+            (out / f"{name}.align").write_text("".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n"
+                                                       for x in links), encoding="utf-8")
+        print(f"eflomal (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
+              f"({len(train_en)} Multi30k + {n} gold), {seconds:.0f} s; AER on the {n} gold pairs:")
+        for name, score in results.items():
+            print(f"  {name:<20} {format_score(score)}")
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(
+                {"aligner": "eflomal", "model": args.model, "samplers": args.samplers, "training_pairs": len(src),
+                 "seconds": round(seconds, 1), "scores": {k: asdict(v) for k, v in results.items()}}, indent=2)
+                + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

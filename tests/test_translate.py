@@ -1,0 +1,126 @@
+"""The translate CLI, including every bad input a user can give it (one line, no traceback)."""
+
+import io
+import sys
+
+import pytest
+import torch
+
+from mt.translate import main
+
+SENTENCE = "Today the dog runs in the park ."
+
+
+def translate(argv, capsys, monkeypatch, stdin: bytes | None = None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def ckpt(trained_run):
+    return str(trained_run / "checkpoints" / "best.pt")
+
+
+def test_translates_positional_text(ckpt, capsys, monkeypatch):
+    code, out, err = translate(["--checkpoint", ckpt, SENTENCE], capsys, monkeypatch)
+    assert code == 0 and out.strip().startswith("Heute läuft der hund"), out
+
+
+def test_stdin_keeps_one_line_per_input_including_empty(ckpt, capsys, monkeypatch):
+    lines = b"The cat sleeps in the house .\n\nA man waits at the beach .\n"
+    code, out, _ = translate(["--checkpoint", ckpt, "--beam", "2"], capsys, monkeypatch, stdin=lines)
+    rows = out.split("\n")[:-1]
+    assert code == 0 and len(rows) == 3 and rows[1] == ""
+    assert rows[0].startswith("Die katze") and rows[2].startswith("Ein mann")
+
+
+def test_n_best_prints_scores(ckpt, capsys, monkeypatch):
+    code, out, _ = translate(["--checkpoint", ckpt, "--beam", "3", "--n-best", "3", SENTENCE], capsys, monkeypatch)
+    rows = [r.split(" ||| ") for r in out.strip().splitlines()]
+    assert code == 0 and len(rows) == 3
+    scores = [float(r[2]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(r[0] == "0" for r in rows)
+
+
+def test_show_attention_and_plot(ckpt, capsys, monkeypatch, tmp_path):
+    png = tmp_path / "attn.png"
+    code, out, _ = translate(["--checkpoint", ckpt, "--show-attention", "--plot", str(png), SENTENCE], capsys,
+                             monkeypatch)
+    assert code == 0 and png.stat().st_size > 1000
+    header = out.splitlines()[1]
+    assert header.split() == SENTENCE.split()  # words, not subword pieces
+    assert "alignment: " in out
+
+
+def test_no_run_yet_says_make_train(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = translate(["hello"], capsys, monkeypatch)
+    assert code == 2 and "make train" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expect_code", "expect"),
+    [
+        ("empty string", 0, ""),
+        ("whitespace only", 0, ""),
+        ("20,000-character line", 0, "warning: input 1 has"),
+        ("control bytes on stdin", 0, ""),
+        ("binary file on stdin", 2, "not valid UTF-8"),
+        ("invalid UTF-8", 2, "stdin line 2 is not valid UTF-8"),
+        ("missing checkpoint", 2, "checkpoint not found"),
+        ("truncated checkpoint", 2, "not a readable checkpoint"),
+        ("checkpoint of another kind", 2, "not an mt checkpoint"),
+        ("directory instead of file", 2, "is a directory"),
+        ("beam 0", 2, "--beam must be at least 1"),
+        ("beam -3", 2, "--beam must be at least 1"),
+        ("n-best above beam", 2, "--n-best must be between"),
+    ],
+)
+def test_bad_input_matrix(case, expect_code, expect, ckpt, capsys, monkeypatch, tmp_path):
+    argv, stdin = ["--checkpoint", ckpt], None
+    if case == "empty string":
+        argv.append("")
+    elif case == "whitespace only":
+        argv.append("   \t ")
+    elif case == "20,000-character line":
+        argv.append(("the dog runs in the park " * 800)[:20000])
+    elif case == "control bytes on stdin":
+        stdin = b"\x00\x01the cat\x07 sleeps .\x1b[0m\n"
+    elif case == "binary file on stdin":
+        stdin = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8\xff\xe0"
+    elif case == "invalid UTF-8":
+        stdin = b"the dog runs .\nthe \xc3\x28 cat\n"
+    elif case == "missing checkpoint":
+        argv = ["--checkpoint", str(tmp_path / "nope.pt"), "hi"]
+    elif case == "truncated checkpoint":
+        data = open(ckpt, "rb").read()
+        (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+        argv = ["--checkpoint", str(tmp_path / "cut.pt"), "hi"]
+    elif case == "checkpoint of another kind":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
+        argv = ["--checkpoint", str(tmp_path / "other.pt"), "hi"]
+    elif case == "directory instead of file":
+        argv = ["--checkpoint", str(tmp_path), "hi"]
+    elif case.startswith("beam"):
+        argv += ["--beam", case.split()[1], "hi"]
+    elif case == "n-best above beam":
+        argv += ["--beam", "2", "--n-best", "3", "hi"]
+    code, out, err = translate(argv, capsys, monkeypatch, stdin=stdin)
+    assert code == expect_code, (out, err)
+    assert "Traceback" not in err
+    if expect_code:
+        assert len(err.strip().splitlines()) == 1 and expect in err, err
+    else:
+        assert expect in err or expect in out
+        assert out.endswith("\n")
+        if case in ("empty string", "whitespace only"):
+            assert out == "\n"
+        else:
+            assert out.strip(), "a translation is printed"

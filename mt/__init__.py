@@ -1,0 +1,6 @@
+"""mt: machine-translation training with a Transformer whose cross-attention is first-class.
+
+Commands: `python -m mt.train`, `mt.translate`, `mt.evaluate`, `mt.align`, `mt.compare`, `mt.data`.
+"""
+
+__version__ = "0.1.0"

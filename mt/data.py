@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 import logging
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,7 +182,8 @@ def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
     if tokenizer is not None:
         log.info("tokenizer: reusing %s", cache)
         return tokenizer
-    log.info("tokenizer: training sentencepiece (%s, vocab %d, joint=%s)", cfg.spm_model_type, cfg.vocab_size, cfg.joint_vocab)
+    log.info("tokenizer: training sentencepiece (%s, vocab %d, joint=%s)",
+             cfg.spm_model_type, cfg.vocab_size, cfg.joint_vocab)
     src = [s for s in train["src"] if s.strip()]
     tgt = [t for t in train["tgt"] if t.strip()]
     tokenizer = Tokenizer.train(src, tgt, cfg)
@@ -378,7 +378,9 @@ def _main() -> None:
         print(f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
               f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}")
 
-    hydra_entry(run, "mt.data", overrides_extra=["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    # Statistics only: no run directory, no log files.
+    quiet = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    hydra_entry(run, "mt.data", overrides_extra=quiet)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def _read_text(path: str) -> list[str]:
     return read_lines(p)
 
 
-def _split_texts(data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+def _split_texts(
+    data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str]
+) -> tuple[list[str], list[str]]:
     """Source and reference text of a configured corpus split."""
     from hydra import compose, initialize_config_dir
 

@@ -231,7 +231,9 @@ class Transformer(nn.Module):
         if c.d_model % c.heads:
             raise ValueError(f"model.d_model={c.d_model} is not divisible by model.heads={c.heads}")
         if c.norm not in ("pre", "post") or c.positions not in ("sinusoidal", "learned"):
-            raise ValueError(f"model.norm must be pre|post and model.positions sinusoidal|learned, got {c.norm}, {c.positions}")
+            raise ValueError(
+                f"model.norm must be pre|post and model.positions sinusoidal|learned, got {c.norm}, {c.positions}"
+            )
         self.config = c
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         n_enc = c.encoder_layers if c.encoder_layers is not None else c.layers

@@ -221,14 +221,15 @@ class Trainer:
             return None
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm if tc.clip_norm > 0 else float("inf"))
+        max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")  # inf: measure the norm, clip nothing
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
-        return {"loss": total_loss / target_tokens, "nll": total_nll / target_tokens, "lr": lr, "grad_norm": float(norm),
-                "tokens": sum(b.num_tokens for b in batches)}
+        return {"loss": total_loss / target_tokens, "nll": total_nll / target_tokens, "lr": lr,
+                "grad_norm": float(norm), "tokens": sum(b.num_tokens for b in batches)}
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, _frame):
@@ -261,7 +262,8 @@ class Trainer:
                 if stats is None:
                     st.nonfinite_steps += 1
                     consecutive_bad += 1
-                    log.warning("non-finite loss at step %d: update skipped (%d in a row)", st.step + 1, consecutive_bad)
+                    log.warning("non-finite loss at step %d: update skipped (%d in a row)",
+                                st.step + 1, consecutive_bad)
                     if consecutive_bad >= tc.max_bad_steps:
                         raise UserError(
                             f"{consecutive_bad} non-finite losses in a row (lower train.lr?); "

@@ -80,8 +80,8 @@ class Translator:
         self.attention = attention
         self.limit = self.loaded.model.config.max_positions - 1
 
-    def translate(self, lines: list[str]):
-        """Hypotheses (n-best) per line; empty lines give no hypotheses."""
+    def translate(self, lines: list[str]) -> tuple[list[list[int]], list[list]]:
+        """Source ids and hypotheses (n-best) per line; empty lines give no hypotheses."""
         from mt.decode import translate_ids
 
         tok = self.loaded.tokenizer
@@ -97,7 +97,7 @@ class Translator:
         out: list[list] = [[] for _ in lines]
         for i, h in zip(todo, hyps):
             out[i] = h
-        return texts, ids, out
+        return ids, out
 
     def detok(self, tokens: list[int]) -> str:
         return self.loaded.tokenizer.decode_tgt([tokens])[0]
@@ -105,8 +105,8 @@ class Translator:
 
 def write_results(translator: Translator, lines: list[str], out: TextIO, args: argparse.Namespace,
                   offset: int = 0) -> None:
-    texts, ids, results = translator.translate(lines)
-    for k, (text, src_ids, hyps) in enumerate(zip(texts, ids, results)):
+    ids, results = translator.translate(lines)
+    for k, (src_ids, hyps) in enumerate(zip(ids, results)):
         if not hyps:
             out.write("\n")
             continue

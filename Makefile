@@ -9,8 +9,9 @@ TEXT ?= I like eating ice cream
 SWEEP ?= smoke
 ARGS ?=
 RUN ?=
+NPROC ?= 2
 
-.PHONY: help install data train train-full resume translate evaluate sweep compare bench test lint clean
+.PHONY: help install data train train-ddp train-full resume translate evaluate sweep compare bench test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -35,6 +36,10 @@ data: install ## prepare Multi30k in data/multi30k (copy from ../shared, or down
 
 train: data ## train the default recipe (Multi30k en->de); ARGS="model.layers=4 ..." to change it
 	$(PY) -m mt.train data.dir=data/multi30k $(if $(RUN),train.resume=true hydra.run.dir=$(RUN)) $(ARGS)
+
+train-ddp: data ## train on NPROC processes with torchrun (DDP; GPUs or CPU processes)
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m mt.train data.dir=data/multi30k \
+	  hydra.run.dir=$(if $(RUN),$(RUN) train.resume=true,outputs/ddp/$(shell date +%Y-%m-%d_%H-%M-%S)) $(ARGS)
 
 train-full: data ## the longer recipe (more steps; best with a GPU)
 	$(PY) -m mt.train data.dir=data/multi30k train=full $(ARGS)

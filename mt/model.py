@@ -290,9 +290,17 @@ class Transformer(nn.Module):
         hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
         return self.output(hidden), attention
 
-    def forward(self, src: Tensor, tgt_in: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, src: Tensor, tgt_in: Tensor, need_weights: bool = False, select: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Logits [B,T,V]; with `select` (bool [B,T]) only the selected positions' logits, [N,V].
+
+        Selecting the real (non-pad) target positions before the output layer saves its
+        largest matmul on padding during training.
+        """
         memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask, need_weights)
+        hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
+        return self.output(hidden if select is None else hidden[select]), attention
 
     # Incremental decoding -------------------------------------------------------------
     def start_decoding(self, memory: Tensor, src_mask: Tensor) -> DecoderState:

@@ -6,6 +6,7 @@ epoch's batch order (which depends only on seed and epoch) and the RNG state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -21,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from mt import checkpoint as ckpt_io
+from mt import distributed
 from mt.config import DecodeConfig, MTConfig
 from mt.data import PreparedData, Split, bucket_batches, collate, padding_waste, prepare
 from mt.decode import translate_ids
@@ -73,11 +75,9 @@ def learning_rate(step: int, lr: float, warmup: int, min_lr: float = 0.0) -> flo
 
 def batch_loss(model: Transformer, batch, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Summed label-smoothed loss and summed NLL over the batch's real target tokens."""
-    memory, src_mask = model.encode(batch.src)
-    hidden, _ = model.decode_hidden(batch.tgt_in, memory, src_mask)
     real = batch.tgt_out != PAD_ID
-    # Project only real positions to the vocabulary: padding costs no output matmul.
-    logits = model.output(hidden[real]).float()
+    logits, _ = model(batch.src, batch.tgt_in, select=real)  # through forward(): DDP and compile see it
+    logits = logits.float()
     target = batch.tgt_out[real]
     loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="sum")
     nll = F.cross_entropy(logits.detach(), target, reduction="sum")
@@ -102,6 +102,9 @@ class Trainer:
         self.cfg, self.run_dir, self.overrides = cfg, run_dir, overrides or []
         self.tc = cfg.train
         self.device = pick_device(self.tc.device)
+        self.dist = distributed.init_from_env(self.device.type == "cuda")
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device(self.dist.device)
         if self.tc.threads > 0:
             torch.set_num_threads(self.tc.threads)
         self.ckpt_dir = run_dir / "checkpoints"
@@ -109,6 +112,7 @@ class Trainer:
         self.best_path = self.ckpt_dir / "best.pt"
         self.stop_signal: int | None = None
         self.state = TrainState()
+        self.ddp_divergence: float | None = None  # max |param - rank 0's| after training (DDP check)
 
     # Setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -127,8 +131,12 @@ class Trainer:
         elif self.tc.resume:
             log.warning("train.resume=true but %s does not exist: starting from scratch", self.last_path)
         tokenizer = Tokenizer.load(self.run_dir / "tokenizer") if resume_ckpt else None
+        if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
+            distributed.barrier(self.dist)
         self.data: PreparedData = prepare(cfg.data, tokenizer)
-        self.data.tokenizer.save(self.run_dir / "tokenizer")
+        if self.dist.main:
+            self.data.tokenizer.save(self.run_dir / "tokenizer")
+            distributed.barrier(self.dist)
         for name, rep in self.data.reports.items():
             if rep.empty or rep.too_long:
                 log.info("%s: kept %d pairs, dropped %d empty and %d longer than %d tokens",
@@ -148,10 +156,19 @@ class Trainer:
         )
         self.amp_dtype = autocast_dtype(self.tc.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.step_model = torch.compile(self.model) if self.tc.compile else self.model
+        self.step_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            # Replicas start from rank 0's weights; dropout differs per rank from here on.
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            torch.manual_seed(self.tc.seed + self.dist.rank)
+        if self.tc.compile:
+            self.step_model = torch.compile(self.step_model)
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
-        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.step or None)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.state.step or None) \
+            if self.dist.main else None
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
         n_params = self.model.num_parameters()
         log.info("model: %s parameters, device %s, precision %s", f"{n_params:,}", self.device,
@@ -167,9 +184,14 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState(**ckpt["train_state"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in ckpt:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
+        rng_cpu, rng_cuda = ckpt["rng_cpu"], ckpt.get("rng_cuda")
+        if len(rng_cpu) == self.dist.world:  # one RNG state per rank
+            torch.set_rng_state(rng_cpu[self.dist.rank])
+            if self.device.type == "cuda" and rng_cuda is not None:
+                torch.cuda.set_rng_state(rng_cuda[self.dist.rank])
+        else:
+            log.warning("checkpoint has RNG states for %d processes, this run has %d: dropout RNG reseeded",
+                        len(rng_cpu), self.dist.world)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", self.last_path, self.state.step,
                  self.state.epoch, self.state.batch_in_epoch)
 
@@ -178,13 +200,16 @@ class Trainer:
         extra: dict[str, Any] = {"train_state": asdict(self.state), "data_name": self.cfg.data.name}
         if resumable:
             extra["optimizer"] = self.optimizer.state_dict()
-            extra["rng_cpu"] = torch.get_rng_state()
+            extra["rng_cpu"] = distributed.gather(torch.get_rng_state(), self.dist)
             if self.device.type == "cuda":
-                extra["rng_cuda"] = torch.cuda.get_rng_state()
+                extra["rng_cuda"] = distributed.gather(torch.cuda.get_rng_state(), self.dist)
         return ckpt_io.pack(self.model, self.data.tokenizer, self.cfg.data.src_lang, self.cfg.data.tgt_lang, extra)
 
     def save_last(self) -> None:
-        atomic_torch_save(self.last_path, self._pack(resumable=True))
+        """Every rank must call this (RNG states are gathered); rank 0 writes."""
+        ckpt = self._pack(resumable=True)
+        if self.dist.main:
+            atomic_torch_save(self.last_path, ckpt)
 
     # Training ------------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -202,20 +227,30 @@ class Trainer:
         lr = learning_rate(self.state.step + 1, tc.lr, tc.warmup_steps, tc.min_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        d = self.dist
         batches = [b.to(self.device) for b in micro_batches]
-        target_tokens = sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)
+        # Normalize by the target tokens of the whole update, over all ranks.
+        (target_tokens,) = distributed.all_sum([sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)], d)
         total_loss = total_nll = 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        for batch in batches:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, nll, _ = batch_loss(self.step_model, batch, tc.label_smoothing)
-            scaled = loss / target_tokens  # token-normalized over the whole update
-            if self.scaler is not None:
-                self.scaler.scale(scaled).backward()
-            else:
-                scaled.backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not d.enabled else self.step_model.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss, nll, _ = batch_loss(self.step_model, batch, tc.label_smoothing)
+                scaled = loss / target_tokens
+                if d.enabled:
+                    scaled = scaled * d.world  # DDP averages gradients over ranks; undo that to sum them
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
             total_loss += float(loss.detach())
             total_nll += float(nll)
+        total_loss, total_nll, tokens = distributed.all_sum(
+            [total_loss, total_nll, sum(b.num_tokens for b in batches)], d
+        )
         if not math.isfinite(total_loss):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -229,7 +264,7 @@ class Trainer:
         else:
             self.optimizer.step()
         return {"loss": total_loss / target_tokens, "nll": total_nll / target_tokens, "lr": lr,
-                "grad_norm": float(norm), "tokens": sum(b.num_tokens for b in batches)}
+                "grad_norm": float(norm), "tokens": tokens}
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, _frame):
@@ -249,15 +284,20 @@ class Trainer:
                         dynamic_ncols=True, file=sys.stderr)
         window_tokens, window_time = 0, 0.0
         consecutive_bad = 0
+        d = self.dist
+        per_update = tc.accumulate * d.world  # batches consumed by one update across all ranks
+        last_validated = -1
         while not self._finished():
             batches = bucket_batches(self.src_lens, self.tgt_lens, tc.max_tokens, seed=tc.seed, epoch=st.epoch)
             if st.batch_in_epoch == 0 and st.epoch == 0:
                 log.info("epoch of %d batches, padding waste %.1f%%", len(batches),
                          100 * padding_waste(batches, self.src_lens, self.tgt_lens))
-            while st.batch_in_epoch < len(batches) and not self._finished():
+            # Under DDP an epoch's last, incomplete group is dropped so every rank has batches.
+            usable = len(batches) if not d.enabled else len(batches) - len(batches) % per_update
+            while st.batch_in_epoch < usable and not self._finished():
                 start = time.perf_counter()
-                group = batches[st.batch_in_epoch : st.batch_in_epoch + tc.accumulate]
-                stats = self.train_step([collate(train, idx) for idx in group])
+                group = batches[st.batch_in_epoch : st.batch_in_epoch + per_update]
+                stats = self.train_step([collate(train, idx) for idx in distributed.shard(group, d, tc.accumulate)])
                 st.batch_in_epoch += len(group)
                 if stats is None:
                     st.nonfinite_steps += 1
@@ -272,13 +312,17 @@ class Trainer:
                     continue
                 consecutive_bad = 0
                 st.step += 1
-                elapsed = time.perf_counter() - start
+                # Ranks agree on the clock (time limit) and on a stop request (signal on any rank).
+                elapsed, stop_votes = distributed.all_sum(
+                    [time.perf_counter() - start, float(self.stop_signal is not None)], d
+                )
+                elapsed /= d.world
                 st.train_seconds += elapsed
                 st.train_tokens += int(stats["tokens"])
                 window_tokens += int(stats["tokens"])
                 window_time += elapsed
                 progress.update(1)
-                if st.step % tc.log_every == 0 or st.step == 1:
+                if (st.step % tc.log_every == 0 or st.step == 1) and self.writer is not None:
                     tok_s = window_tokens / max(window_time, 1e-9)
                     progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{tok_s:,.0f}",
                                          epoch=st.epoch)
@@ -286,28 +330,31 @@ class Trainer:
                         self.writer.add_scalar(f"train/{key}", stats[key], st.step)
                     self.writer.add_scalar("train/tokens_per_sec", tok_s, st.step)
                     window_tokens, window_time = 0, 0.0
-                end_of_epoch = st.batch_in_epoch >= len(batches)
+                end_of_epoch = st.batch_in_epoch >= usable
                 if end_of_epoch:
                     st.epoch += 1
                     st.batch_in_epoch = 0
                 validate_now = (tc.eval_every and st.step % tc.eval_every == 0) or (not tc.eval_every and end_of_epoch)
-                validated_here = bool(st.history) and st.history[-1]["step"] == st.step
-                if validate_now or (self._finished() and not validated_here):
-                    if self.validate():
+                if validate_now or self._finished():
+                    last_validated = st.step
+                    stop_early = distributed.any_rank(self.validate() if d.main else False, d)
+                    self.save_last()
+                    if stop_early:
                         progress.close()
                         log.info("early stopping: no BLEU gain in %d validations", tc.patience)
-                        self.save_last()
                         return
                 elif tc.save_every and st.step % tc.save_every == 0:
                     self.save_last()
-                if self.stop_signal is not None:
-                    self.save_last()
+                if stop_votes:
+                    if last_validated != st.step:
+                        self.save_last()
                     progress.close()
                     raise KeyboardInterrupt
                 if end_of_epoch:
                     break  # the next epoch has its own batch order
         progress.close()
-        self.save_last()
+        if last_validated != st.step:
+            self.save_last()
 
     # Validation ----------------------------------------------------------------------------
     def validate(self) -> bool:
@@ -346,7 +393,6 @@ class Trainer:
         w.flush()
         if improved:
             atomic_torch_save(self.best_path, self._pack(resumable=False))
-        self.save_last()
         tqdm.write(
             f"step {st.step} epoch {st.epoch} | valid loss {loss:.3f} ppl {record['valid_ppl']:.2f} "
             f"BLEU {scores['bleu']:.2f} chrF {scores['chrf']:.2f} | best {st.best_bleu:.2f} @ {st.best_step}"
@@ -391,6 +437,8 @@ class Trainer:
                 "chrf_signature": scores["chrf_signature"], "test_decode_seconds": seconds}
 
     def _write_metrics(self, status: str, test: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not self.dist.main:
+            return {}
         st = self.state
         last = st.history[-1] if st.history else {}
         metrics: dict[str, Any] = {
@@ -406,6 +454,8 @@ class Trainer:
             "best_step": st.best_step,
             "valid_loss": last.get("valid_loss"),
             "nonfinite_steps": st.nonfinite_steps,
+            "processes": self.dist.world,
+            "ddp_max_param_divergence": self.ddp_divergence,
             "history": st.history,
             "config": {"data": asdict(self.cfg.data), "model": asdict(self.cfg.model), "train": asdict(self.cfg.train),
                        "decode": asdict(self.cfg.decode)},
@@ -445,8 +495,10 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> dic
     trainer.setup()
     try:
         trainer.fit()
+        trainer.ddp_divergence = distributed.max_param_divergence(trainer.model, trainer.dist)
     except KeyboardInterrupt:
-        if trainer.last_path.exists():
+        distributed.shutdown(trainer.dist)
+        if trainer.dist.main and trainer.last_path.exists():
             print(f"interrupted at step {trainer.state.step}; resumable checkpoint: {trainer.last_path}\n"
                   f"resume with: python -m mt.train {' '.join(overrides or [])} train.resume=true "
                   f"hydra.run.dir={run_dir}", file=sys.stderr)
@@ -455,7 +507,11 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> dic
     except UserError:
         trainer._write_metrics("failed")
         raise
+    if not trainer.dist.main:  # rank 0 tests and reports
+        distributed.shutdown(trainer.dist)
+        return {}
     metrics = trainer.finish()
+    distributed.shutdown(trainer.dist)
     print(f"done: test BLEU {metrics['test_bleu']:.2f} chrF {metrics['test_chrf']:.2f} "
           f"({metrics['bleu_signature']})\n"
           f"  best checkpoint: {trainer.best_path}\n  tensorboard:     tensorboard --logdir {run_dir / 'tb'}\n"
@@ -486,7 +542,7 @@ def _main() -> None:
             sys.exit(2)
         except KeyboardInterrupt:
             sys.exit(130)
-        return metrics["test_bleu"]
+        return metrics.get("test_bleu")
 
     hydra_entry(task, "mt.train")
 

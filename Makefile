@@ -11,7 +11,7 @@ ARGS ?=
 RUN ?=
 NPROC ?= 2
 
-.PHONY: help install data train train-ddp train-full resume translate evaluate sweep compare bench test lint clean
+.PHONY: help install data train train-ddp train-full translate evaluate sweep compare bench test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'

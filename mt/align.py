@@ -23,6 +23,7 @@ subword pieces are mapped back to those words (pieces of a word are encoded word
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -41,15 +42,23 @@ GOLD_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "
 
 @dataclass
 class AlignConfig:
-    # Defaults: the best configuration measured on the Hansards en-fr gold (docs/alignment.md).
+    # Defaults: the best configuration measured for the Multi30k en->fr model on the Hansards
+    # en-fr gold (docs/alignment.md): mean of layers and heads, no shift, subword-level links.
     layer: int | None = None  # decoder layer (negative counts from the end); None = mean of layers
     head: int | None = None  # None = mean of heads
-    shift: bool = True
+    shift: bool = False  # True: read target token j from row j + 1 (where it is the decoder input)
+    # Subwords -> words for links: "sum" (sum source pieces, mean target pieces, then argmax per
+    # target word), "max" (max over source pieces instead of the sum), "subword" (argmax per target
+    # piece; two words are linked if any of their pieces are).
+    words: str = "subword"
 
     def name(self) -> str:
         layer = "mean" if self.layer is None else str(self.layer)
         head = "mean" if self.head is None else str(self.head)
-        return f"layer={layer} head={head} shift={'yes' if self.shift else 'no'}"
+        return f"layer={layer} head={head} shift={'yes' if self.shift else 'no'} words={self.words}"
+
+
+WORDS = ("sum", "max", "subword")
 
 
 def select(attention: Tensor, cfg: AlignConfig) -> Tensor:
@@ -143,11 +152,28 @@ def word_matrix(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[i
     """[L,H,n+1,S+1] attention -> word-level [target words, source words] for given piece->word maps."""
     if not src_word_ids or not tgt_word_ids:
         return torch.zeros(0, 0)
-    return pool_words(token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg), src_word_ids,
-                      tgt_word_ids)
+    matrix = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg)
+    if cfg.words == "max":
+        return pool_words_max(matrix, src_word_ids, tgt_word_ids)
+    return pool_words(matrix, src_word_ids, tgt_word_ids)
+
+
+def pool_words_max(matrix: Tensor, src_words: list[int], tgt_words: list[int]) -> Tensor:
+    """Like pool_words, but the maximum (not the sum) over the pieces of a source word."""
+    n_sw = max(src_words) + 1
+    index = torch.tensor(src_words).expand(matrix.size(0), -1)
+    by_src = torch.zeros(matrix.size(0), n_sw).scatter_reduce_(1, index, matrix, "amax", include_self=False)
+    return pool_words(by_src, list(range(n_sw)), tgt_words)
 
 
 def links_of(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[int], cfg: AlignConfig) -> list[Link]:
+    if cfg.words not in WORDS:
+        raise UserError(f"words must be one of {', '.join(WORDS)}, not '{cfg.words}'")
+    if cfg.words == "subword":
+        if not src_word_ids or not tgt_word_ids:
+            return []
+        best = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg).argmax(dim=1).tolist()
+        return sorted({(src_word_ids[i], tgt_word_ids[j]) for j, i in enumerate(best)})
     return argmax_links(word_matrix(attention, src_word_ids, tgt_word_ids, cfg))
 
 
@@ -447,10 +473,10 @@ def sweep(att: Sequence[Tensor], enc: Encoded, gold: Sequence[GoldLine], layers:
     also the reverse direction and its symmetrizations with the forward one, same configuration.
     """
     rows = []
-    for shift in (True, False):
+    for words, shift in itertools.product(WORDS, (True, False)):
         for layer in [*range(layers), None]:
             for head in [*range(heads), None]:
-                cfg = AlignConfig(layer, head, shift)
+                cfg = AlignConfig(layer, head, shift, words)
                 systems = {"forward": _all_links(att, enc, cfg)}
                 if reverse is not None:
                     backward = [invert(x) for x in _all_links(*reverse, cfg)]
@@ -459,25 +485,26 @@ def sweep(att: Sequence[Tensor], enc: Encoded, gold: Sequence[GoldLine], layers:
                         systems[method] = [symmetrize(f, r, method) for f, r in zip(systems["forward"], backward)]
                 for system, hyp in systems.items():
                     rows.append({"system": system, "layer": "mean" if layer is None else layer,
-                                 "head": "mean" if head is None else head, "shift": shift,
+                                 "head": "mean" if head is None else head, "shift": shift, "words": words,
                                  **asdict(aer(gold, hyp))})
     return rows
 
 
 def sweep_table(rows: Sequence[dict], heads: int, system: str = "forward") -> str:
-    """AER (%) as a table: one line per (shift, layer), one column per head."""
+    """AER (%) as a table: one line per (words, shift, layer), one column per head."""
     rows = [r for r in rows if r.get("system", "forward") == system]
     columns = [*range(heads), "mean"]
-    lines = ["shift  layer  " + "  ".join(f"{'head ' + str(h):>9}" for h in columns)]
-    by_key = {(r["shift"], r["layer"], r["head"]): r for r in rows}
-    for shift in (True, False):
-        for layer in sorted({r["layer"] for r in rows}, key=lambda x: (x == "mean", str(x))):
-            cells = [f"{100 * by_key[(shift, layer, h)]['aer']:9.1f}" for h in columns]
-            lines.append(f"{'yes' if shift else 'no':<5}  {str(layer):<5}  " + "  ".join(cells))
+    lines = ["words    shift  layer  " + "  ".join(f"{'head ' + str(h):>9}" for h in columns)]
+    by_key = {(r.get("words", "sum"), r["shift"], r["layer"], r["head"]): r for r in rows}
+    for words in dict.fromkeys(r.get("words", "sum") for r in rows):
+        for shift in (True, False):
+            for layer in sorted({r["layer"] for r in rows}, key=lambda x: (x == "mean", str(x))):
+                cells = [f"{100 * by_key[(words, shift, layer, h)]['aer']:9.1f}" for h in columns]
+                lines.append(f"{words:<7}  {'yes' if shift else 'no':<5}  {str(layer):<5}  " + "  ".join(cells))
     best = min(rows, key=lambda r: r["aer"])
-    lines.append(f"best: layer={best['layer']} head={best['head']} shift={'yes' if best['shift'] else 'no'}  "
-                 f"AER {100 * best['aer']:.2f} (precision {100 * best['precision']:.2f}, "
-                 f"recall {100 * best['recall']:.2f})")
+    lines.append(f"best: layer={best['layer']} head={best['head']} shift={'yes' if best['shift'] else 'no'} "
+                 f"words={best.get('words', 'sum')}  AER {100 * best['aer']:.2f} "
+                 f"(precision {100 * best['precision']:.2f}, recall {100 * best['recall']:.2f})")
     return "\n".join(lines)
 
 
@@ -505,6 +532,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="read target word j at the step where it is the decoder input")
     p.add_argument("--no-shift", dest="shift", action="store_false",
                    help="read target word j at the step that predicts it")
+    p.add_argument("--words", choices=WORDS, default=defaults.words,
+                   help="subwords -> words: sum / max over source pieces, or subword-level links "
+                        "(default: %(default)s)")
 
 
 def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
@@ -581,7 +611,7 @@ def _device(name: str) -> torch.device:
 
 def run_extract(args: argparse.Namespace) -> None:
     device = _device(args.device)
-    cfg = AlignConfig(args.layer, args.head, args.shift)
+    cfg = AlignConfig(args.layer, args.head, args.shift, args.words)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     loaded = _load(args.checkpoint, device)
     if tgt_lines is None:
@@ -662,7 +692,7 @@ def run_plot(args: argparse.Namespace) -> None:
     assert tgt_lines is not None
     gold = read_alignment_file(args.gold, args.gold_one_based) if args.gold else None
     loaded = _load(args.checkpoint, device)
-    cfg = AlignConfig(args.layer, args.head, args.shift)
+    cfg = AlignConfig(args.layer, args.head, args.shift, args.words)
     check_config(cfg, *_dims(loaded))
     for n in args.lines:
         if not 1 <= n <= len(src_lines):
@@ -683,7 +713,7 @@ def run_plot(args: argparse.Namespace) -> None:
                 for i, j in links:
                     ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, edgecolor="white",
                                            linestyle=style, linewidth=1.2))
-        for i, j in argmax_links(matrix):
+        for i, j in links_of(att, enc.src_words[0], enc.tgt_words[0], cfg):
             ax.plot(i, j, "o", color="red", markersize=3)
         path = Path(args.out.format(n=n))
         path.parent.mkdir(parents=True, exist_ok=True)

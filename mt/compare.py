@@ -36,6 +36,7 @@ IGNORED_PARAMS = {"train.progress", "train.resume", "train.log_every", "train.sa
 SKIP_DIRS = {"tb", "checkpoints", "tokenizer", "eval", ".hydra"}
 STATUS_ORDER = {"completed": 0, "interrupted": 1, "running": 2, "failed": 3, "no metrics": 4}
 SIGNIFICANCE_LEVEL = 0.05
+MAX_PANELS = 6
 
 
 @dataclass
@@ -317,14 +318,16 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
 
 
 def plot_png(runs: list[Run], params: list[str]) -> bytes:
-    """Test BLEU against each swept parameter (one panel each); all runs' BLEU if nothing differs."""
+    """Test BLEU against each swept parameter (one panel each, up to MAX_PANELS); per run if none differs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scored = [r for r in runs if r.bleu is not None]
-    panels = params or ["run"]
+    overridden = {str(o).split("=", 1)[0].lstrip("+~") for r in runs for o in r.metrics.get("overrides") or []}
+    # The parameters set on the command line (the swept ones) first; at most MAX_PANELS panels.
+    panels = sorted(params, key=lambda p: p not in overridden)[:MAX_PANELS] or ["run"]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 3.6 * len(panels)), 3.4), squeeze=False)
     for ax, param in zip(axes[0], panels):
         values = [r.name if param == "run" else r.params.get(param) for r in scored]

@@ -13,8 +13,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# Directory the project is run from; relative paths in configs resolve against it.
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # the team's read-only copies, beside the project
 
 
 @dataclass
@@ -125,5 +125,7 @@ def to_dataclass(cfg: DictConfig) -> MTConfig:
 
 
 def default_data_dir(name: str) -> Path:
-    """Where a corpus lies by default: the shared data directory beside the project."""
-    return SHARED_DATA / {"multi30k": "multi30k", "iwslt16": "iwslt16-de-en"}.get(name, name)
+    """Where a corpus lies when data.dir is empty: data/NAME (made by `make data`), else ../shared/data."""
+    prepared = PROJECT_ROOT / "data" / name
+    shared = SHARED_DATA / {"multi30k": "multi30k", "iwslt16": "iwslt16-de-en"}.get(name, name)
+    return prepared if prepared.is_dir() or not shared.is_dir() else shared

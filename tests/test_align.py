@@ -112,6 +112,22 @@ def test_pool_words_sums_source_pieces_and_averages_target_pieces():
     assert torch.allclose(w, expected)
 
 
+def test_words_max_and_subword_links():
+    # 2 target pieces (one word each) x 3 source pieces: source word 0 = pieces 0, 1; word 1 = piece 2
+    a = _attention([[0.3, 0.3, 0.4], [0.1, 0.1, 0.8], [0.0, 0.0, 1.0]])
+    src, tgt = [0, 0, 1], [0, 1]
+    no_shift = dict(shift=False)
+    # sum: word 0 gets 0.6 > 0.4 for target 0; max: 0.3 < 0.4
+    assert links_of(a, src, tgt, AlignConfig(words="sum", **no_shift)) == [(0, 0), (1, 1)]
+    assert links_of(a, src, tgt, AlignConfig(words="max", **no_shift)) == [(1, 0), (1, 1)]
+    assert torch.allclose(word_matrix(a, src, tgt, AlignConfig(words="max", **no_shift)),
+                          torch.tensor([[0.3, 0.4], [0.1, 0.8]]))
+    # subword: argmax per target piece, then word pairs (target word 0 has pieces 0 and 1 here)
+    assert links_of(a, src, [0, 0], AlignConfig(words="subword", **no_shift)) == [(1, 0)]
+    b = _attention([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.0, 0.0, 1.0]])
+    assert links_of(b, src, [0, 0], AlignConfig(words="subword", **no_shift)) == [(0, 0), (1, 0)]
+
+
 def _attention(rows: list[list[float]]) -> torch.Tensor:
     return torch.tensor(rows).view(1, 1, len(rows), len(rows[0]))
 
@@ -199,10 +215,11 @@ def test_align_pairs_gives_one_link_per_target_word(toy_checkpoint):
     from mt.checkpoint import load
 
     loaded = load(toy_checkpoint)
-    links = align_pairs(loaded, ["the cat sits", "a", ""], ["die katze sitzt hier", "eine", "x"], AlignConfig())
+    links = align_pairs(loaded, ["the cat sits", "a", ""], ["die katze sitzt hier", "eine", "x"],
+                        AlignConfig(words="sum"))
     assert [len(x) for x in links] == [4, 1, 0]
     assert sorted(j for _, j in links[0]) == [0, 1, 2, 3] and all(0 <= i < 3 for i, _ in links[0])
-    texts, own = align_translations(loaded, ["the cat sits"], AlignConfig(layer=0, head=1), beam=2)
+    texts, own = align_translations(loaded, ["the cat sits"], AlignConfig(layer=0, head=1, words="max"), beam=2)
     assert len(own[0]) == len(texts[0].split()) > 0
 
 
@@ -214,7 +231,7 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     gold.write_text("1-1 2-2 3-3 4p4\n1-1 2-2\n")  # one-based
     hyp = tmp_path / "hyp"
     main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--layer", "mean",
-          "--head", "1", "--no-shift", "--output", str(hyp)])
+          "--head", "1", "--no-shift", "--words", "sum", "--output", str(hyp)])
     lines = hyp.read_text().splitlines()
     assert len(lines) == 2 and all(len(line.split()) == n for line, n in zip(lines, (4, 2)))
     main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt),
@@ -228,7 +245,7 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "best:" in table
     rows = json.loads(out_json.read_text())["rows"]
-    assert len(rows) == 2 * 3 * 3  # shift x (2 layers + mean) x (2 heads + mean)
+    assert len(rows) == 3 * 2 * 3 * 3  # words x shift x (2 layers + mean) x (2 heads + mean)
     assert all(0.0 <= r["aer"] <= 1.0 for r in rows)
     main(["sweep", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
           "--gold-one-based", "--reverse-checkpoint", str(toy_checkpoint), "--json", str(out_json)])

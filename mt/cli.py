@@ -22,11 +22,15 @@ def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
     if "Available options" in text:
-        options = [line.strip() for line in text.split("Available options", 1)[1].splitlines()[1:] if line.strip()]
+        options = []
+        for line in text.split("Available options", 1)[1].splitlines()[1:]:
+            if not line.strip():
+                break  # the option list ends at the first blank line
+            options.append(line.strip())
         first += f" (available: {', '.join(options)})"
     cause = err.__cause__
     if cause is not None and str(cause).strip():
-        first += f": {str(cause).strip().splitlines()[0]}"
+        first = f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
     return first
 
 

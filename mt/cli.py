@@ -24,8 +24,8 @@ def _one_line(err: BaseException) -> str:
     if "Available options" in text:
         options = []
         for line in text.split("Available options", 1)[1].splitlines()[1:]:
-            if not line.strip():
-                break  # the option list ends at the first blank line
+            if not line.startswith("\t"):
+                break  # the indented option list ends where the search path begins
             options.append(line.strip())
         first += f" (available: {', '.join(options)})"
     cause = err.__cause__

@@ -93,9 +93,15 @@ class Loaded:
 
 def build_model(ckpt: dict[str, Any]) -> Transformer:
     config = ModelConfig(**ckpt["model_config"])
-    model = Transformer(config, ckpt["src_vocab_size"], ckpt["tgt_vocab_size"])
+    model = Transformer(config, ckpt["src_vocab_size"], ckpt["tgt_vocab_size"],
+                        joint_vocab="tokenizer_tgt" not in ckpt)
     model.load_state_dict(ckpt["model"])
     return model
+
+
+def tokenizer_of(ckpt: dict[str, Any]) -> Tokenizer:
+    tgt = ckpt.get("tokenizer_tgt")
+    return Tokenizer(_tensor_to_bytes(ckpt["tokenizer_src"]), None if tgt is None else _tensor_to_bytes(tgt))
 
 
 def load(path: Path | str, device: str | torch.device = "cpu") -> Loaded:
@@ -103,10 +109,7 @@ def load(path: Path | str, device: str | torch.device = "cpu") -> Loaded:
     ckpt = read(path)
     try:
         model = build_model(ckpt).to(device).eval()
-        tgt = ckpt.get("tokenizer_tgt")
-        tokenizer = Tokenizer(
-            _tensor_to_bytes(ckpt["tokenizer_src"]), None if tgt is None else _tensor_to_bytes(tgt)
-        )
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise UserError(f"{path} is damaged or from an incompatible mt version: {err}") from None
-    return Loaded(model, tokenizer, ckpt["src_lang"], ckpt["tgt_lang"], ckpt)
+        return Loaded(model, tokenizer_of(ckpt), ckpt["src_lang"], ckpt["tgt_lang"], ckpt)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is damaged or from an incompatible mt version: {reason}") from None

@@ -30,7 +30,14 @@ datasets.disable_progress_bars()
 # Reading files ---------------------------------------------------------------------------
 def read_lines(path: Path) -> list[str]:
     """Read a UTF-8 text file (gzip or plain); undecodable bytes -> error naming file and line."""
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -130,39 +137,44 @@ def load_hub_split(cfg: DataConfig, split: str) -> tuple[list[str], list[str]]:
             "or download it once with a network (it is then cached)."
         ) from None
     pairs = ds["translation"]
+    for lang in (cfg.src_lang, cfg.tgt_lang):
+        if pairs and lang not in pairs[0]:
+            raise UserError(f"'{cfg.hf_name}' ({cfg.hf_config}) has no '{lang}' side (it has {', '.join(pairs[0])})")
     return [p[cfg.src_lang] for p in pairs], [p[cfg.tgt_lang] for p in pairs]
+
+
+def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
+    """One split (train, valid or test) as a Dataset with text columns `src` and `tgt`."""
+    if cfg.src_lang == cfg.tgt_lang:
+        raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
+    names = list(getattr(cfg, split))
+    if cfg.format == "text":
+        src, tgt = load_text_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
+    elif cfg.format == "iwslt_xml":
+        src, tgt = load_iwslt_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
+    elif cfg.format == "hf_hub":
+        src, tgt = [], []
+        for name in names:
+            s, t = load_hub_split(cfg, name)
+            src += s
+            tgt += t
+    else:
+        raise UserError(f"data.format must be text, iwslt_xml or hf_hub, not '{cfg.format}'")
+    if split == "train" and cfg.extra_train_src:
+        es, et = Path(cfg.extra_train_src), Path(cfg.extra_train_tgt)
+        for p in (es, et):
+            if not p.is_file():
+                raise UserError(f"extra training file not found: {p}")
+        extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
+        src, tgt = src + extra_src, tgt + extra_tgt
+    if not src:
+        raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
+    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
 
 
 def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
     """The three splits as a DatasetDict with text columns `src` and `tgt`."""
-    if cfg.src_lang == cfg.tgt_lang:
-        raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
-    splits = {}
-    for split in SPLITS:
-        names = list(getattr(cfg, split))
-        if cfg.format == "text":
-            src, tgt = load_text_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
-        elif cfg.format == "iwslt_xml":
-            src, tgt = load_iwslt_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
-        elif cfg.format == "hf_hub":
-            src, tgt = [], []
-            for name in names:
-                s, t = load_hub_split(cfg, name)
-                src += s
-                tgt += t
-        else:
-            raise UserError(f"data.format must be text, iwslt_xml or hf_hub, not '{cfg.format}'")
-        if split == "train" and cfg.extra_train_src:
-            es, et = Path(cfg.extra_train_src), Path(cfg.extra_train_tgt)
-            for p in (es, et):
-                if not p.is_file():
-                    raise UserError(f"extra training file not found: {p}")
-            extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
-            src, tgt = src + extra_src, tgt + extra_tgt
-        if not src:
-            raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
-        splits[split] = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
-    return datasets.DatasetDict(splits)
+    return datasets.DatasetDict({split: load_split(cfg, split) for split in SPLITS})
 
 
 # Tokenizer cache -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from mt.config import DecodeConfig
 from mt.data import source_tensor
-from mt.model import Transformer
+from mt.model import Transformer, never_emit
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -52,7 +52,7 @@ class _Stepper:
             return self.model.decode_step(last, self.state, self.need_weights)
         logits, attention = self.model.decode(prefix, self.memory, self.src_mask, self.need_weights)
         weights = torch.stack([a[:, :, -1] for a in attention], dim=1) if attention else None
-        return logits[:, -1].float().log_softmax(dim=-1), weights
+        return never_emit(logits[:, -1].float().log_softmax(dim=-1)), weights
 
     def reorder(self, rows: Tensor) -> None:
         if self.state is not None:

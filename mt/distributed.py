@@ -6,6 +6,7 @@ code path is exactly the plain one.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import TypeVar
@@ -41,7 +42,8 @@ def init_from_env(use_cuda: bool) -> Dist:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Rank 0 validates while the others wait in a collective: allow long validations.
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
     return Dist(rank, world, local_rank, f"cuda:{local_rank}" if use_cuda else "cpu")
 
 

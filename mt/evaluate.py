@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF
 
 from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_write_json, atomic_write_text
 
 
 def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
@@ -47,14 +47,14 @@ def _split_texts(
 
     from mt.cli import CONFIG_DIR, check_overrides
     from mt.config import register_configs, to_dataclass
-    from mt.data import load_raw
+    from mt.data import load_split
 
     register_configs()
     args = [f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides]
     check_overrides(args)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = to_dataclass(compose(config_name="config", overrides=args))
-    raw = load_raw(cfg.data)[split]
+    raw = load_split(cfg.data, split)
     return raw["src"], raw["tgt"]
 
 
@@ -106,12 +106,14 @@ def main(argv: list[str] | None = None) -> None:
         text = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
         scores = score_translations(text, ref)
         out = Path(args.out) if args.out else path.parent.parent / "eval"
-        out.mkdir(parents=True, exist_ok=True)
         stem = f"{name}.beam{args.beam}"
-        (out / f"{stem}.hyp.txt").write_text("".join(t + "\n" for t in text), encoding="utf-8")
         metrics = {"checkpoint": str(path), "source": name, "sentences": len(src), "beam": args.beam,
                    "length_penalty": args.alpha, "seconds": seconds, **scores}
-        (out / f"{stem}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            atomic_write_text(out / f"{stem}.hyp.txt", "".join(t + "\n" for t in text))
+            atomic_write_json(out / f"{stem}.json", metrics)
+        except OSError as err:
+            raise UserError(f"cannot write results to {out}: {err.strerror}") from None
         print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
         print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
         print(f"{len(src)} sentences in {seconds:.1f}s; hypotheses and metrics in {out}/{stem}.*", file=sys.stderr)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mt.config import ModelConfig
-from mt.tokenizer import PAD_ID
+from mt.tokenizer import BOS_ID, PAD_ID
 
 
 def attend(
@@ -191,6 +191,13 @@ class DecoderLayer(nn.Module):
         return self.sub_ffn.residual(x, self.ffn(self.sub_ffn.inp(x))), weights
 
 
+def never_emit(logp: Tensor) -> Tensor:
+    """Padding and bos are not outputs; label smoothing leaves them a little probability."""
+    logp[:, PAD_ID] = float("-inf")
+    logp[:, BOS_ID] = float("-inf")
+    return logp
+
+
 def sinusoidal_table(length: int, d_model: int) -> Tensor:
     pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
@@ -225,7 +232,7 @@ class Embedding(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+    def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, joint_vocab: bool = True):
         super().__init__()
         c = config
         if c.d_model % c.heads:
@@ -253,7 +260,7 @@ class Transformer(nn.Module):
                     nn.init.zeros_(module.bias)
         if c.tie_embeddings:
             self.output.weight = self.tgt_embed.tokens.weight
-            if src_vocab_size == tgt_vocab_size:
+            if joint_vocab and src_vocab_size == tgt_vocab_size:  # one vocabulary: one embedding table
                 self.src_embed.tokens.weight = self.tgt_embed.tokens.weight
 
     def num_parameters(self) -> int:
@@ -319,4 +326,4 @@ class Transformer(nn.Module):
         state.memory = None  # every layer has cached its cross-attention keys/values
         state.step += 1
         logits = self.output(self.dec_norm(x[:, 0])).float()
-        return logits.log_softmax(dim=-1), (torch.stack(attention, dim=1) if attention else None)
+        return never_emit(logits.log_softmax(dim=-1)), (torch.stack(attention, dim=1) if attention else None)

@@ -30,7 +30,7 @@ from mt.errors import UserError
 from mt.evaluate import score_translations
 from mt.fileio import atomic_torch_save, atomic_write_json
 from mt.model import Transformer
-from mt.tokenizer import PAD_ID, Tokenizer
+from mt.tokenizer import PAD_ID
 
 log = logging.getLogger("mt.train")
 
@@ -115,8 +115,25 @@ class Trainer:
         self.ddp_divergence: float | None = None  # max |param - rank 0's| after training (DDP check)
 
     # Setup ---------------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        tc, dc = self.tc, self.cfg.decode
+        problems = []
+        if tc.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"train.precision must be auto, fp32, bf16 or fp16, not '{tc.precision}'")
+        for key in ("log_every", "accumulate", "max_tokens", "max_bad_steps"):
+            if getattr(tc, key) < 1:
+                problems.append(f"train.{key} must be at least 1, got {getattr(tc, key)}")
+        if len(tc.betas) != 2:
+            problems.append(f"train.betas needs two values, got {list(tc.betas)}")
+        if dc.beam_size < 1 or not 1 <= dc.n_best <= dc.beam_size:
+            problems.append(f"decode.beam_size must be >= 1 and 1 <= decode.n_best <= beam_size "
+                            f"(got {dc.beam_size}, {dc.n_best})")
+        if problems:
+            raise UserError("; ".join(problems))
+
     def setup(self) -> None:
         cfg = self.cfg
+        self._check_settings()
         torch.manual_seed(self.tc.seed)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +147,7 @@ class Trainer:
             resume_ckpt = ckpt_io.read(self.last_path)
         elif self.tc.resume:
             log.warning("train.resume=true but %s does not exist: starting from scratch", self.last_path)
-        tokenizer = Tokenizer.load(self.run_dir / "tokenizer") if resume_ckpt else None
+        tokenizer = ckpt_io.tokenizer_of(resume_ckpt) if resume_ckpt else None
         if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
             distributed.barrier(self.dist)
         self.data: PreparedData = prepare(cfg.data, tokenizer)
@@ -145,7 +162,8 @@ class Trainer:
             raise UserError(f"data.max_len={cfg.data.max_len} exceeds model.max_positions={cfg.model.max_positions}")
         tok = self.data.tokenizer
         try:
-            self.model = Transformer(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
+            self.model = Transformer(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint)
+            self.model.to(self.device)
         except (ValueError, KeyError) as err:
             raise UserError(str(err)) from None
         optim_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(self.tc.optimizer)
@@ -183,6 +201,8 @@ class Trainer:
             )
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
         rng_cpu, rng_cuda = ckpt["rng_cpu"], ckpt.get("rng_cuda")
         if len(rng_cpu) == self.dist.world:  # one RNG state per rank
@@ -200,6 +220,8 @@ class Trainer:
         extra: dict[str, Any] = {"train_state": asdict(self.state), "data_name": self.cfg.data.name}
         if resumable:
             extra["optimizer"] = self.optimizer.state_dict()
+            if self.scaler is not None:
+                extra["scaler"] = self.scaler.state_dict()
             extra["rng_cpu"] = distributed.gather(torch.get_rng_state(), self.dist)
             if self.device.type == "cuda":
                 extra["rng_cuda"] = distributed.gather(torch.cuda.get_rng_state(), self.dist)
@@ -258,6 +280,9 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")  # inf: measure the norm, clip nothing
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if self.scaler is None and not torch.isfinite(norm):  # finite loss, overflowing gradient
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -294,6 +319,12 @@ class Trainer:
                          100 * padding_waste(batches, self.src_lens, self.tgt_lens))
             # Under DDP an epoch's last, incomplete group is dropped so every rank has batches.
             usable = len(batches) if not d.enabled else len(batches) - len(batches) % per_update
+            if usable == 0:
+                raise UserError(f"the training split gives {len(batches)} batches, fewer than one update needs "
+                                f"(train.accumulate x processes = {per_update}); lower train.max_tokens")
+            if st.batch_in_epoch >= usable:  # e.g. resumed with other batching settings
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+                continue
             while st.batch_in_epoch < usable and not self._finished():
                 start = time.perf_counter()
                 group = batches[st.batch_in_epoch : st.batch_in_epoch + per_update]
@@ -309,6 +340,9 @@ class Trainer:
                             f"{consecutive_bad} non-finite losses in a row (lower train.lr?); "
                             f"last good checkpoint: {self.last_path if self.last_path.exists() else 'none'}"
                         )
+                    if st.batch_in_epoch >= usable:
+                        st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+                        break
                     continue
                 consecutive_bad = 0
                 st.step += 1

@@ -133,7 +133,10 @@ def show_attention(translator: Translator, src_ids: list[int], hyp, args: argpar
     if args.plot:
         from mt.plot import attention_grid, save
 
-        save(attention_grid(hyp.attention, src_pieces + ["</s>"], tgt_pieces + ["</s>"]), args.plot)
+        try:
+            save(attention_grid(hyp.attention, src_pieces + ["</s>"], tgt_pieces + ["</s>"]), args.plot)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot write the plot {args.plot}: {err}") from None
         print(f"mt.translate: attention heatmap written to {args.plot}", file=sys.stderr)
 
 
@@ -171,7 +174,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mt.translate: using {path}", file=sys.stderr)
         translator = Translator(path, resolve_device(args.device), args.beam, args.alpha, args.n_best,
                                 args.max_tokens, attention=args.show_attention or bool(args.plot))
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        try:
+            out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        except OSError as err:
+            raise UserError(f"cannot write {args.output}: {err.strerror}") from None
         try:
             if args.text:
                 write_results(translator, [" ".join(args.text)], out, args)

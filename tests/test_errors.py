@@ -31,6 +31,8 @@ def corpus_copy(tmp_path):
         ("unwritable output directory", "cannot write to the run directory"),
         ("source language the corpus lacks", "no 'xx' side"),
         ("heads do not divide d_model", "not divisible"),
+        ("beam size 0", "decode.beam_size must be >= 1"),
+        ("unknown precision", "train.precision must be"),
     ],
 )
 def test_training_bad_input_matrix(case, expect, tmp_path):
@@ -62,6 +64,10 @@ def test_training_bad_input_matrix(case, expect, tmp_path):
         cfg.data.src_lang = "xx"
     elif case == "heads do not divide d_model":
         cfg.model.heads = 3
+    elif case == "beam size 0":
+        cfg.decode.beam_size = 0
+    elif case == "unknown precision":
+        cfg.train.precision = "bf32"
     with pytest.raises(UserError, match=expect):
         run(cfg, run_dir)
 

@@ -67,6 +67,8 @@ def test_tied_embeddings_are_one_tensor():
     untied = tiny_model(tie_embeddings=False)
     assert untied.output.weight is not untied.tgt_embed.tokens.weight
     assert untied.num_parameters() > model.num_parameters()
+    separate = Transformer(ModelConfig(d_model=32, layers=1, heads=4, ffn_dim=64), 40, 40, joint_vocab=False)
+    assert separate.src_embed.tokens.weight is not separate.tgt_embed.tokens.weight
 
 
 def test_incremental_steps_equal_full_decoder():
@@ -77,7 +79,9 @@ def test_incremental_steps_equal_full_decoder():
     state = model.start_decoding(memory, mask)
     for t in range(tgt.size(1)):
         logp, _ = model.decode_step(tgt[:, t], state)
-        torch.testing.assert_close(logp, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
+        # pad and bos are never emitted; every real token keeps the full model's log-probability
+        assert torch.isinf(logp[:, [PAD_ID, BOS_ID]]).all()
+        torch.testing.assert_close(logp[:, 4:], full[:, t].log_softmax(-1)[:, 4:], atol=1e-5, rtol=1e-5)
 
 
 def test_tiny_model_overfits_tiny_corpus():

@@ -69,6 +69,15 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(full_opt[k]["exp_avg"], split_opt[k]["exp_avg"]) for k in full_opt)
 
 
+def test_resume_with_other_batching_moves_on_instead_of_looping(tmp_path):
+    run_dir = tmp_path / "run"
+    run(toy_config(tmp_path, max_steps=10, eval_every=0, max_tokens=512), run_dir)
+    assert read(run_dir / "checkpoints" / "last.pt")["train_state"]["batch_in_epoch"] == 10
+    # 4096-token batches: the epoch has fewer batches than the saved position
+    metrics = run(toy_config(tmp_path, max_steps=14, eval_every=0, max_tokens=4096, resume=True), run_dir)
+    assert metrics["steps"] == 14 and metrics["epochs"] >= 1
+
+
 def train_cmd(run_dir, *extra):
     return [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", "train.max_steps=60",
             "train.save_every=4", "train.eval_every=30", "train.threads=1", "train.progress=false",

@@ -254,6 +254,10 @@ def _fmt_num(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _fmt_int(value: Any) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
 def _fmt_count(value: Any) -> str:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return "-"
@@ -272,7 +276,7 @@ def _fmt_p(run: Run) -> str:
     return f"{run.p_value:.3f}{' *' if run.significant else ''}"
 
 
-METRIC_COLUMNS = ["BLEU", "p", "chrF", "valid BLEU", "valid loss", "params", "min", "tok/s", "status"]
+METRIC_COLUMNS = ["BLEU", "p", "chrF", "valid BLEU", "valid loss", "params", "steps", "min", "tok/s", "status"]
 
 
 def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -285,13 +289,14 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
             str(rank), run.name, *[_fmt_value(run.params.get(p)) for p in params],
             _fmt_num(m.get("test_bleu")), _fmt_p(run), _fmt_num(m.get("test_chrf")),
             _fmt_num(m.get("best_valid_bleu")), _fmt_num(m.get("valid_loss"), 3), _fmt_count(m.get("parameters")),
-            _fmt_num(m.get("train_minutes"), 1), _fmt_count(m.get("tokens_per_sec")), run.status,
+            _fmt_int(m.get("steps")), _fmt_num(m.get("train_minutes"), 1), _fmt_count(m.get("tokens_per_sec")),
+            run.status,
         ])
     return header, rows
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    numeric = {"#", "BLEU", "chrF", "valid BLEU", "valid loss", "params", "min", "tok/s"}
+    numeric = {"#", "BLEU", "chrF", "valid BLEU", "valid loss", "params", "steps", "min", "tok/s"}
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
@@ -389,7 +394,7 @@ def markdown_report(result: Comparison, folders: list[Path], command: str) -> st
              result.table, ""]
     lines.append("Columns: the hyperparameters that differ across the runs, then test BLEU and chrF "
                  "(best checkpoint, configured decoder), best validation BLEU, last validation loss, "
-                 "parameters, training minutes, training tokens per second, and status.")
+                 "parameters, training steps (updates), training minutes, training tokens per second, and status.")
     lines.append("")
     lines.append(f"`p`: paired bootstrap resampling p-value of the test BLEU difference to the best run with "
                  f"identical test references; `*` marks a significant difference (p < {SIGNIFICANCE_LEVEL}); "

@@ -483,7 +483,7 @@ class Trainer:
             "epochs": st.epoch,
             "train_minutes": st.train_seconds / 60,
             "tokens_per_sec": st.train_tokens / max(st.train_seconds, 1e-9),
-            "parameters": self.model.num_parameters() if hasattr(self, "model") else None,
+            "parameters": self.model.num_parameters() if hasattr(self, "model") else None,  # None: setup failed
             "best_valid_bleu": st.best_bleu if st.best_bleu >= 0 else None,
             "best_step": st.best_step,
             "valid_loss": last.get("valid_loss"),
@@ -526,8 +526,8 @@ def flat_hparams(cfg: MTConfig) -> dict[str, Any]:
 def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train, validate, test; returns the metrics written to run_dir/metrics.json."""
     trainer = Trainer(cfg, run_dir, overrides)
-    trainer.setup()
     try:
+        trainer.setup()
         trainer.fit()
         trainer.ddp_divergence = distributed.max_param_divergence(trainer.model, trainer.dist)
     except KeyboardInterrupt:
@@ -539,7 +539,8 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> dic
         trainer._write_metrics("interrupted")
         raise
     except UserError:
-        trainer._write_metrics("failed")
+        with contextlib.suppress(OSError):  # the run directory itself may be what failed
+            trainer._write_metrics("failed")
         raise
     if not trainer.dist.main:  # rank 0 tests and reports
         distributed.shutdown(trainer.dist)

@@ -33,6 +33,7 @@ class DataConfig:
     # Extra training pairs appended as is (e.g. alignment gold sentences); "" = none.
     extra_train_src: str = ""
     extra_train_tgt: str = ""
+    extra_train_repeat: int = 1  # copies of the extra pairs in the training split
     # Training pairs longer than this many subword tokens (either side) are dropped.
     max_len: int = 128
     # Valid/test sentences are never dropped, only truncated to this many tokens when encoded.

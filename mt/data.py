@@ -166,7 +166,7 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
             if not p.is_file():
                 raise UserError(f"extra training file not found: {p}")
         extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
-        src, tgt = src + extra_src, tgt + extra_tgt
+        src, tgt = src + extra_src * cfg.extra_train_repeat, tgt + extra_tgt * cfg.extra_train_repeat
     if not src:
         raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
     return datasets.Dataset.from_dict({"src": src, "tgt": tgt})

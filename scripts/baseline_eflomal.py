@@ -89,6 +89,10 @@ def run_eflomal(src: list[str], tgt: list[str], work: Path, args: argparse.Names
     return read_lines(work / "fwd"), read_lines(work / "rev")
 
 
+def diagonal(n_src: int, n_tgt: int) -> set[tuple[int, int]]:
+    return {(min(n_src - 1, round(j * n_src / n_tgt)), j) for j in range(n_tgt)} if n_src and n_tgt else set()
+
+
 def parse(line: str) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in (t.split("-") for t in line.split())}
 
@@ -127,6 +131,9 @@ def main() -> None:
                 raise UserError(f"eflomal output for gold pair {k} is out of range: lines misaligned?")
         results = {"forward": aer(gold, fwd), "reverse": aer(gold, rev)}
         systems = {"forward": fwd, "reverse": rev}
+        # Trivial reference, no training: target word j linked to source word round(j * S / T).
+        systems["diagonal"] = [diagonal(len(e.split()), len(f.split())) for e, f in zip(gold_en, gold_fr)]
+        results["diagonal"] = aer(gold, systems["diagonal"])
         for method in SYMMETRIZE:
             systems[method] = [symmetrize(f, r, method) for f, r in zip(fwd, rev)]
             results[method] = aer(gold, systems[method])
@@ -135,7 +142,7 @@ def main() -> None:
         for name, links in systems.items():
             (out / f"{name}.align").write_text("".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n"
                                                        for x in links), encoding="utf-8")
-        print(f"eflomal (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
+        print(f"eflomal-align (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
               f"({len(train_en)} Multi30k + {n} gold), {seconds:.0f} s; AER on the {n} gold pairs:")
         for name, score in results.items():
             print(f"  {name:<20} {format_score(score)}")

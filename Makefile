@@ -11,7 +11,7 @@ ARGS ?=
 RUN ?=
 NPROC ?= 2
 
-.PHONY: help install data train train-ddp train-full translate evaluate sweep compare bench test lint clean
+.PHONY: help install data train train-ddp train-full translate evaluate sweep compare align bench test lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -55,6 +55,15 @@ sweep: $(if $(filter smoke,$(SWEEP)),install,data) ## run a sweep preset from co
 
 compare: install ## compare the runs of the latest sweep (ARGS="multirun/... outputs/...")
 	$(PY) -m mt.compare $(ARGS)
+
+align: data ## alignment study: gold text, en->fr model on gold-matched data, AER sweep, eflomal baseline
+	$(PY) -m mt.align prepare-gold --out data/align
+	$(PY) scripts/prepare_align_corpus.py
+	$(PY) -m mt.train experiment=align_en_fr_tok hydra.run.dir=outputs/align-en-fr-tok $(ARGS)
+	$(PY) -m mt.align sweep --checkpoint outputs/align-en-fr-tok/checkpoints/best.pt \
+	  --src data/align/hansards.en --tgt data/align/hansards.fr \
+	  --gold ../shared/data/alignment-gold/en-fr/hansards.gold --gold-one-based
+	$(PIP) install -q eflomal && $(PY) scripts/baseline_eflomal.py
 
 bench: install ## training and decoding throughput of the default model
 	$(PY) scripts/bench_train.py $(ARGS)

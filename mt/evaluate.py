@@ -81,12 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         from mt.checkpoint import load
         from mt.config import DecodeConfig
         from mt.decode import translate_ids
-        from mt.translate import latest_checkpoint, resolve_device
+        from mt.device import pick_device
+        from mt.translate import latest_checkpoint
 
         if args.beam < 1:
             raise UserError(f"--beam must be at least 1, got {args.beam}")
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
-        device = resolve_device(args.device)
+        device = pick_device(args.device)
         loaded = load(path, device)
         if args.src or args.ref:
             if not (args.src and args.ref):

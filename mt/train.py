@@ -26,6 +26,7 @@ from mt import distributed
 from mt.config import DecodeConfig, MTConfig
 from mt.data import PreparedData, Split, bucket_batches, collate, padding_waste, prepare
 from mt.decode import translate_ids
+from mt.device import pick_device
 from mt.errors import UserError
 from mt.evaluate import score_translations
 from mt.fileio import atomic_torch_save, atomic_write_json
@@ -47,16 +48,6 @@ class TrainState:
     train_seconds: float = 0.0
     train_tokens: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"train.device must be auto, cpu or cuda, not '{name}'")
-    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -101,7 +92,7 @@ class Trainer:
     def __init__(self, cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None):
         self.cfg, self.run_dir, self.overrides = cfg, run_dir, overrides or []
         self.tc = cfg.train
-        self.device = pick_device(self.tc.device)
+        self.device = pick_device(self.tc.device, "train.device")
         self.dist = distributed.init_from_env(self.device.type == "cuda")
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device(self.dist.device)

@@ -20,6 +20,7 @@ from typing import TextIO
 
 import torch
 
+from mt.device import pick_device
 from mt.errors import UserError, exit_on_user_error
 
 RUN_ROOTS = ("outputs", "multirun")
@@ -31,16 +32,6 @@ def latest_checkpoint(roots: Iterable[str] = RUN_ROOTS) -> Path:
     if not found:
         raise UserError("no trained model found under outputs/: run `make train` first, or pass --checkpoint FILE")
     return max(found, key=lambda p: p.stat().st_mtime)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, not '{name}'")
-    return torch.device(name)
 
 
 def clean(line: str) -> str:
@@ -172,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
         if not args.checkpoint:
             print(f"mt.translate: using {path}", file=sys.stderr)
-        translator = Translator(path, resolve_device(args.device), args.beam, args.alpha, args.n_best,
+        translator = Translator(path, pick_device(args.device), args.beam, args.alpha, args.n_best,
                                 args.max_tokens, attention=args.show_attention or bool(args.plot))
         try:
             out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout

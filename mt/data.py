@@ -381,14 +381,16 @@ def _main() -> None:
     @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
     def run(cfg: DictConfig) -> None:
         from mt.config import to_dataclass
+        from mt.errors import exit_on_user_error
 
-        conf = to_dataclass(cfg)
-        data = prepare(conf.data)
-        print(describe(data, conf.data))
-        src_lens, tgt_lens = data.splits["train"].lengths()
-        batches = bucket_batches(src_lens, tgt_lens, conf.train.max_tokens, seed=conf.train.seed)
-        print(f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
-              f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}")
+        with exit_on_user_error("mt.data"):
+            conf = to_dataclass(cfg)
+            data = prepare(conf.data)
+            print(describe(data, conf.data))
+            src_lens, tgt_lens = data.splits["train"].lengths()
+            batches = bucket_batches(src_lens, tgt_lens, conf.train.max_tokens, seed=conf.train.seed)
+            print(f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
+                  f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}")
 
     # Statistics only: no run directory, no log files.
     quiet = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mt.device import pick_device
 from mt.errors import UserError, exit_on_user_error
 from mt.tokenizer import words_of_pieces
 
@@ -601,16 +602,8 @@ def _write_lines(path: str | None, lines: Iterable[str]) -> None:
         sys.stdout.flush()
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but CUDA is not available")
-    return torch.device(name)
-
-
 def run_extract(args: argparse.Namespace) -> None:
-    device = _device(args.device)
+    device = pick_device(args.device)
     cfg = AlignConfig(args.layer, args.head, args.shift, args.words)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     loaded = _load(args.checkpoint, device)
@@ -647,7 +640,7 @@ def run_score(args: argparse.Namespace) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> None:
-    device = _device(args.device)
+    device = pick_device(args.device)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     assert tgt_lines is not None
     gold = read_alignment_file(args.gold, args.gold_one_based)
@@ -687,7 +680,7 @@ def run_plot(args: argparse.Namespace) -> None:
 
     from mt.plot import heatmap, save
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     assert tgt_lines is not None
     gold = read_alignment_file(args.gold, args.gold_one_based) if args.gold else None

@@ -94,6 +94,9 @@ class TrainConfig:
     eval_every: int = 0  # validate every N updates; 0 = once per epoch
     save_every: int = 0  # write the resumable checkpoint every N updates; 0 = at validation
     patience: int = 0  # stop after N validations without BLEU gain; 0 = never
+    # Keep the weights of the last N saves (validations, save_every) and, after training, test
+    # their average instead of best.pt if it scores higher on the validation split; 0 = off.
+    average_last: int = 0
     valid_max_sentences: int = 0  # 0 = whole validation split
     log_every: int = 50
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from mt import checkpoint as ckpt_io
 from mt import distributed
+from mt.average import average_checkpoints, snapshot_name, snapshots
 from mt.config import DecodeConfig, MTConfig
 from mt.data import PreparedData, Split, bucket_batches, collate, padding_waste, prepare
 from mt.decode import translate_ids
@@ -101,6 +103,7 @@ class Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
+        self.averaged_path = self.ckpt_dir / "averaged.pt"
         self.stop_signal: int | None = None
         self.state = TrainState()
         self.ddp_divergence: float | None = None  # max |param - rank 0's| after training (DDP check)
@@ -114,6 +117,8 @@ class Trainer:
         for key in ("log_every", "accumulate", "max_tokens", "max_bad_steps"):
             if getattr(tc, key) < 1:
                 problems.append(f"train.{key} must be at least 1, got {getattr(tc, key)}")
+        if tc.average_last < 0:
+            problems.append(f"train.average_last must be >= 0, got {tc.average_last}")
         if len(tc.betas) != 2:
             problems.append(f"train.betas needs two values, got {list(tc.betas)}")
         if dc.beam_size < 1 or not 1 <= dc.n_best <= dc.beam_size:
@@ -128,7 +133,7 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write-test"
+            probe = self.run_dir / f".write-test-{os.getpid()}"  # per process: DDP ranks share the dir
             probe.write_text("")
             probe.unlink()
         except OSError as err:
@@ -223,6 +228,14 @@ class Trainer:
         ckpt = self._pack(resumable=True)
         if self.dist.main:
             atomic_torch_save(self.last_path, ckpt)
+            if self.tc.average_last:
+                self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Keep this step's weights for averaging; drop snapshots beyond the last `average_last`."""
+        atomic_torch_save(self.ckpt_dir / snapshot_name(self.state.step), self._pack(resumable=False))
+        for old in snapshots(self.ckpt_dir)[: -self.tc.average_last]:
+            old.unlink(missing_ok=True)
 
     # Training ------------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -382,20 +395,26 @@ class Trainer:
             self.save_last()
 
     # Validation ----------------------------------------------------------------------------
-    def validate(self) -> bool:
-        """Loss, greedy BLEU/chrF, heatmap; save best and last. Returns True to stop early."""
-        st, tc = self.state, self.tc
+    def _valid_split(self) -> Split:
         valid = self.data.splits["valid"]
-        if tc.valid_max_sentences:
-            n = tc.valid_max_sentences
-            valid = Split(valid.src_text[:n], valid.tgt_text[:n], valid.src[:n], valid.tgt[:n])
-        start = time.perf_counter()
-        loss = validation_loss(self.model, valid, tc.max_tokens, self.device)
+        n = self.tc.valid_max_sentences
+        return Split(valid.src_text[:n], valid.tgt_text[:n], valid.src[:n], valid.tgt[:n]) if n else valid
+
+    def _valid_translations(self, valid: Split) -> tuple[list[str], dict[str, Any]]:
+        """Greedy translations of the validation split and their BLEU/chrF (what selects checkpoints)."""
         greedy = DecodeConfig(beam_size=1, max_len_a=self.cfg.decode.max_len_a, max_len_b=self.cfg.decode.max_len_b,
                               length_penalty=self.cfg.decode.length_penalty)
         hyps = translate_ids(self.model, valid.src, greedy, self.device)
         text = self.data.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-        scores = score_translations(text, valid.tgt_text)
+        return text, score_translations(text, valid.tgt_text)
+
+    def validate(self) -> bool:
+        """Loss, greedy BLEU/chrF, heatmap; save best and last. Returns True to stop early."""
+        st, tc = self.state, self.tc
+        valid = self._valid_split()
+        start = time.perf_counter()
+        loss = validation_loss(self.model, valid, tc.max_tokens, self.device)
+        text, scores = self._valid_translations(valid)
         improved = scores["bleu"] > st.best_bleu
         if improved:
             st.best_bleu, st.best_step, st.bad_validations = scores["bleu"], st.step, 0
@@ -446,10 +465,26 @@ class Trainer:
             self.writer.add_figure(f"attention/layer{layer}", fig, self.state.step, close=True)
 
     # Test ------------------------------------------------------------------------------------
-    def test(self) -> dict[str, Any]:
-        """Decode the test split with the best checkpoint and the configured decoder."""
-        if self.best_path.exists():
-            self.model.load_state_dict(ckpt_io.read(self.best_path)["model"])
+    def average(self) -> dict[str, Any]:
+        """Average the kept snapshots; keep the average if it beats best.pt on the validation split."""
+        paths = snapshots(self.ckpt_dir)
+        if self.tc.average_last < 2 or len(paths) < 2:
+            return {}
+        averaged = average_checkpoints(paths)
+        self.model.load_state_dict(averaged["model"])
+        _, scores = self._valid_translations(self._valid_split())
+        atomic_torch_save(self.averaged_path, averaged)
+        better = scores["bleu"] > self.state.best_bleu
+        log.info("average of %d snapshots (steps %s): valid BLEU %.2f vs best.pt %.2f -> testing %s", len(paths),
+                 ", ".join(p.stem.split("-")[1].lstrip("0") for p in paths), scores["bleu"], self.state.best_bleu,
+                 "the average" if better else "best.pt")
+        return {"averaged_checkpoints": len(paths), "averaged_valid_bleu": scores["bleu"],
+                "averaged_valid_chrf": scores["chrf"], "tested_checkpoint": "averaged.pt" if better else "best.pt"}
+
+    def test(self, checkpoint: Path) -> dict[str, Any]:
+        """Decode the test split with `checkpoint` (if it exists) and the configured decoder."""
+        if checkpoint.exists():
+            self.model.load_state_dict(ckpt_io.read(checkpoint)["model"])
         test = self.data.splits["test"]
         start = time.perf_counter()
         hyps = translate_ids(self.model, test.src, self.cfg.decode, self.device)
@@ -491,7 +526,9 @@ class Trainer:
         return metrics
 
     def finish(self) -> dict[str, Any]:
-        test = self.test()
+        averaging = self.average()
+        chosen = self.averaged_path if averaging.get("tested_checkpoint") == "averaged.pt" else self.best_path
+        test = {**averaging, **self.test(chosen)}
         metrics = self._write_metrics("completed", test)
         hparams = {k: v for k, v in flat_hparams(self.cfg).items()}
         self.writer.add_hparams(

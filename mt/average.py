@@ -1,0 +1,113 @@
+"""Checkpoint averaging: `python -m mt.average`, and the weights average the trainer uses.
+
+The mean of the last few checkpoints' weights usually sits nearer the minimum the
+optimizer circles around than any single one (Vaswani et al. 2017 averaged the last 5 or 20).
+
+    python -m mt.average --run outputs/multi30k-en-de/<run> --last 5     # -> checkpoints/averaged.pt
+    python -m mt.average a.pt b.pt c.pt --out averaged.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mt import checkpoint as ckpt_io
+from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_torch_save
+
+SNAPSHOT_GLOB = "step-*.pt"  # what the trainer keeps when train.average_last > 0
+
+
+def snapshot_name(step: int) -> str:
+    return f"step-{step:07d}.pt"
+
+
+def snapshots(checkpoint_dir: Path) -> list[Path]:
+    """The trainer's weight snapshots, oldest first (the zero-padded step sorts them)."""
+    return sorted(Path(checkpoint_dir).glob(SNAPSHOT_GLOB))
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of floating-point tensors (summed in float64); other tensors from the last."""
+    if not states:
+        raise UserError("nothing to average")
+    keys = states[0].keys()
+    for state in states[1:]:
+        if state.keys() != keys:
+            raise UserError("checkpoints have different parameters: they are not of one model")
+    out = {}
+    for key in keys:
+        tensors = [s[key] for s in states]
+        if any(t.shape != tensors[0].shape for t in tensors):
+            raise UserError(f"checkpoints disagree on the shape of {key}: they are not of one model")
+        if tensors[0].is_floating_point():
+            mean = torch.stack([t.double() for t in tensors]).mean(0)
+            out[key] = mean.to(tensors[0].dtype)
+        else:
+            out[key] = tensors[-1].clone()
+    return out
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
+    """One checkpoint whose weights are the mean of `paths`' (same model, same tokenizer)."""
+    ckpts = [ckpt_io.read(p) for p in paths]
+    for path, ckpt in zip(paths, ckpts):
+        if not isinstance(ckpt.get("model"), dict) or "tokenizer_src" not in ckpt:
+            raise UserError(f"{path} is damaged or from an incompatible mt version: no model weights or tokenizer")
+    first = ckpts[0]
+    for path, ckpt in zip(paths[1:], ckpts[1:]):
+        for key in ("model_config", "src_vocab_size", "tgt_vocab_size", "src_lang", "tgt_lang"):
+            if ckpt.get(key) != first.get(key):
+                raise UserError(f"{path} differs from {paths[0]} in {key}: only checkpoints of one run can be averaged")
+        if not torch.equal(ckpt["tokenizer_src"], first["tokenizer_src"]):
+            raise UserError(f"{path} has another tokenizer than {paths[0]}")
+    averaged = {k: v for k, v in ckpts[-1].items() if k not in ("optimizer", "scaler", "rng_cpu", "rng_cuda")}
+    averaged["model"] = average_state_dicts([c["model"] for c in ckpts])
+    averaged["averaged_from"] = [str(p) for p in paths]
+    return averaged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mt.average", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="*", type=Path, help="checkpoint files to average")
+    p.add_argument("--run", type=Path, help="a run directory: average its last snapshots (train.average_last)")
+    p.add_argument("--last", type=int, default=0, help="with --run: how many of the latest snapshots (0 = all)")
+    p.add_argument("--out", type=Path, help="output file (default with --run: RUN/checkpoints/averaged.pt)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with exit_on_user_error("mt.average"):
+        if bool(args.run) == bool(args.checkpoints):
+            raise UserError("give either checkpoint files or --run DIR")
+        if args.last < 0:
+            raise UserError(f"--last must be >= 0, got {args.last}")
+        paths = list(args.checkpoints)
+        if args.run:
+            paths = snapshots(args.run / "checkpoints")
+            if not paths:
+                raise UserError(f"no {SNAPSHOT_GLOB} snapshots in {args.run / 'checkpoints'} "
+                                "(train with train.average_last=N to keep them)")
+            paths = paths[-args.last:] if args.last else paths
+        out = args.out or (args.run / "checkpoints" / "averaged.pt" if args.run else None)
+        if out is None:
+            raise UserError("--out is required when averaging named files")
+        if len(paths) < 2:
+            print(f"mt.average: warning: only {len(paths)} checkpoint; the output equals it", file=sys.stderr)
+        averaged = average_checkpoints(paths)
+        try:
+            atomic_torch_save(out, averaged)
+        except OSError as err:
+            raise UserError(f"cannot write {out}: {err.strerror}") from None
+        print(f"averaged {len(paths)} checkpoints -> {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -28,10 +27,11 @@ from mt.average import average_checkpoints, snapshot_name, snapshots
 from mt.config import DecodeConfig, MTConfig
 from mt.data import PreparedData, Split, bucket_batches, collate, padding_waste, prepare
 from mt.decode import translate_ids
-from mt.device import pick_device
+from mt.device import keep_freed_memory, pick_device
 from mt.errors import UserError
 from mt.evaluate import score_translations
 from mt.fileio import atomic_torch_save, atomic_write_json
+from mt.loss import smoothed_cross_entropy
 from mt.model import Transformer
 from mt.tokenizer import PAD_ID
 
@@ -70,11 +70,9 @@ def batch_loss(model: Transformer, batch, label_smoothing: float) -> tuple[torch
     """Summed label-smoothed loss and summed NLL over the batch's real target tokens."""
     real = batch.tgt_out != PAD_ID
     logits, _ = model(batch.src, batch.tgt_in, select=real)  # through forward(): DDP and compile see it
-    logits = logits.float()
     target = batch.tgt_out[real]
-    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction="sum")
-    nll = F.cross_entropy(logits.detach(), target, reduction="sum")
-    return loss, nll, int(real.sum())
+    loss, nll = smoothed_cross_entropy(logits, target, label_smoothing)
+    return loss, nll, int(target.numel())
 
 
 @torch.no_grad()
@@ -96,6 +94,8 @@ class Trainer:
         self.tc = cfg.train
         self.device = pick_device(self.tc.device, "train.device")
         self.dist = distributed.init_from_env(self.device.type == "cuda")
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device(self.dist.device)
         if self.tc.threads > 0:

@@ -124,3 +124,18 @@ def _toy_tokenizer(tmp_path):
 
     cfg = toy_config(tmp_path).data
     return get_tokenizer(cfg, load_raw(cfg)["train"])
+
+
+def test_dropout_keeps_one_minus_p_scales_and_masks_the_gradient():
+    from mt.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x * keep)/dx = keep
+    assert torch.equal(drop.eval()(x), x)

@@ -1,0 +1,46 @@
+"""Label-smoothed cross-entropy in one pass over the logits, with its exact gradient.
+
+`F.cross_entropy(..., label_smoothing=eps)` gives the same numbers, but the training loop also
+wants the plain NLL (for perplexity), which costs a second log-softmax over [N, V], and its
+backward goes through log_softmax, the NLL scatter and the smoothing mean separately. Here
+the gradient is written out: softmax - (1 - eps) * onehot - eps / V. On a CPU the loss over
+an 8k vocabulary is the largest cost after the matmuls, so this matters (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # [N,V], >= fp32
+        nll = -logp.gather(1, target[:, None]).sum()
+        loss = nll.clone() if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=-1).sum()  # two outputs: two tensors
+        ctx.save_for_backward(logp, target)
+        ctx.eps, ctx.logits_dtype = eps, logits.dtype
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor) -> tuple[Tensor, None, None]:
+        logp, target = ctx.saved_tensors
+        eps = ctx.eps
+        grad = logp.exp()  # softmax
+        if eps:
+            grad.sub_(eps / logp.size(-1))
+        rows = torch.arange(grad.size(0), device=grad.device)
+        grad[rows, target] -= 1 - eps
+        grad.mul_(grad_loss)
+        return grad.to(ctx.logits_dtype), None, None
+
+
+def smoothed_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float) -> tuple[Tensor, Tensor]:
+    """logits [N,V], target [N] -> (summed label-smoothed loss, summed NLL without gradient).
+
+    Equal to F.cross_entropy(logits, target, label_smoothing=eps, reduction="sum") and its
+    gradient (the smoothing mass eps is spread over all V classes, as PyTorch does).
+    """
+    loss, nll = _SmoothedCrossEntropy.apply(logits, target, float(label_smoothing))
+    return loss, nll.detach()

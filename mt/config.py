@@ -38,6 +38,9 @@ class DataConfig:
     max_len: int = 128
     # Valid/test sentences are never dropped, only truncated to this many tokens when encoded.
     cache_dir: str = "data/cache"
+    # Processes that tokenize a split (once: the result is an Arrow file in cache_dir, memory-
+    # mapped by later runs). 0 = automatic: one per core for splits of 100k pairs or more.
+    num_proc: int = 0
     # Sentencepiece
     vocab_size: int = 8000
     joint_vocab: bool = True

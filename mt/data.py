@@ -9,12 +9,15 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import Tensor
 
@@ -204,24 +207,76 @@ def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
 
 
 # Encoded splits and batches ---------------------------------------------------------------
+class TokenColumn(Sequence):
+    """The token ids of one split's side, read from an Arrow list<int32> column without copying.
+
+    The Arrow cache file is memory-mapped, so a corpus of millions of pairs costs page cache,
+    not Python objects: a row becomes a list only when a batch asks for it. `rows` selects
+    (and orders) rows, e.g. the training pairs that survived filtering.
+    """
+
+    def __init__(self, chunks: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray | None = None):
+        self._chunks = chunks  # (values, offsets into values) per Arrow chunk
+        self._first = np.cumsum([0] + [len(offsets) - 1 for _, offsets in chunks])  # first row of each chunk
+        self._rows = rows
+
+    @classmethod
+    def from_arrow(cls, column: pa.ChunkedArray, rows: np.ndarray | None = None) -> TokenColumn:
+        chunks = [(chunk.values.to_numpy(), chunk.offsets.to_numpy()) for chunk in column.chunks]
+        return cls(chunks, rows)
+
+    @classmethod
+    def from_lists(cls, seqs: list[list[int]]) -> TokenColumn:
+        return cls.from_arrow(pa.chunked_array([pa.array(seqs, type=pa.list_(pa.int32()))]))
+
+    def __len__(self) -> int:
+        return int(self._first[-1]) if self._rows is None else len(self._rows)
+
+    def _row(self, i: int) -> list[int]:
+        chunk = int(np.searchsorted(self._first, i, side="right")) - 1
+        values, offsets = self._chunks[chunk]
+        j = i - int(self._first[chunk])
+        return values[offsets[j] : offsets[j + 1]].tolist()
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            rows = np.arange(len(self))[index] if self._rows is None else self._rows[index]
+            return TokenColumn(self._chunks, rows)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._row(int(index) if self._rows is None else int(self._rows[index]))
+
+    def lengths(self) -> np.ndarray:
+        """Number of ids per row (vectorized: no row is materialized)."""
+        if not self._chunks:
+            return np.zeros(0, dtype=np.int64)
+        every = np.concatenate([np.diff(offsets) for _, offsets in self._chunks]).astype(np.int64)
+        return every if self._rows is None else every[self._rows]
+
+
 @dataclass
 class Split:
-    """One tokenized split: id lists without bos/eos, plus the raw text (references)."""
+    """One tokenized split: id sequences without bos/eos, plus the raw text (references)."""
 
-    src_text: list[str]
-    tgt_text: list[str]
-    src: list[list[int]]
-    tgt: list[list[int]]
+    src_text: Sequence[str]
+    tgt_text: Sequence[str]
+    src: Sequence[list[int]]
+    tgt: Sequence[list[int]]
 
     def __len__(self) -> int:
         return len(self.src)
 
     def lengths(self) -> tuple[np.ndarray, np.ndarray]:
         # +1: the eos (source) and the bos/eos shift (target) each add one position
-        return (
-            np.fromiter((len(s) + 1 for s in self.src), dtype=np.int64, count=len(self.src)),
-            np.fromiter((len(t) + 1 for t in self.tgt), dtype=np.int64, count=len(self.tgt)),
-        )
+        return _lengths(self.src) + 1, _lengths(self.tgt) + 1
+
+
+def _lengths(seqs: Sequence[list[int]]) -> np.ndarray:
+    if isinstance(seqs, TokenColumn):
+        return seqs.lengths()
+    return np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
 
 
 @dataclass
@@ -231,32 +286,74 @@ class FilterReport:
     too_long: int
 
 
-def encode_split(ds: datasets.Dataset, tokenizer: Tokenizer, max_len: int, drop: bool) -> tuple[Split, FilterReport]:
-    """Tokenize a split; training drops empty and over-long pairs, eval splits keep every line."""
+class _Encoder:
+    """The map function that tokenizes a batch; picklable (holds the models' bytes) for num_proc."""
 
-    def encode(batch: dict) -> dict:
-        return {"src_ids": tokenizer.encode_src(batch["src"]), "tgt_ids": tokenizer.encode_tgt(batch["tgt"])}
+    def __init__(self, tokenizer: Tokenizer, max_len: int, truncate: bool):
+        self.protos = (tokenizer.src_proto, tokenizer.tgt_proto)
+        self.limit = max_len - 1 if truncate else None
+        self._tokenizer: Tokenizer | None = tokenizer
 
-    enc = ds.map(encode, batched=True, batch_size=2000)
-    src_text, tgt_text, src_ids, tgt_ids = enc["src"], enc["tgt"], enc["src_ids"], enc["tgt_ids"]
-    empty = too_long = 0
-    if drop:
-        keep = []
-        for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
-            if not s or not t:
-                empty += 1
-            elif len(s) + 1 > max_len or len(t) + 1 > max_len:
-                too_long += 1
-            else:
-                keep.append(i)
-        src_text = [src_text[i] for i in keep]
-        tgt_text = [tgt_text[i] for i in keep]
-        src_ids = [src_ids[i] for i in keep]
-        tgt_ids = [tgt_ids[i] for i in keep]
-    else:  # never drop evaluation lines: truncate so the model's positions suffice
-        src_ids = [s[: max_len - 1] for s in src_ids]
-        tgt_ids = [t[: max_len - 1] for t in tgt_ids]
-    return Split(src_text, tgt_text, src_ids, tgt_ids), FilterReport(len(src_ids), empty, too_long)
+    def __getstate__(self) -> dict:
+        return {"protos": self.protos, "limit": self.limit}
+
+    def __setstate__(self, state: dict) -> None:
+        self.protos, self.limit, self._tokenizer = state["protos"], state["limit"], None
+
+    def __call__(self, batch: dict) -> dict:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(*self.protos)
+        src, tgt = self._tokenizer.encode_src(batch["src"]), self._tokenizer.encode_tgt(batch["tgt"])
+        if self.limit is not None:  # evaluation lines are never dropped, only cut to the model's positions
+            src, tgt = [s[: self.limit] for s in src], [t[: self.limit] for t in tgt]
+        return {"src_ids": src, "tgt_ids": tgt}
+
+
+def encoded_cache_file(cfg: DataConfig, ds: datasets.Dataset, tokenizer: Tokenizer, split: str) -> Path:
+    """Where a split's token ids are cached: keyed by the text's content, the tokenizer and max_len."""
+    # `_fingerprint` is datasets' hash of the table's content: an edited corpus gets a new cache.
+    digest = hashlib.sha256(f"{ds._fingerprint}|{split}|{cfg.max_len}".encode())
+    digest.update(tokenizer.src_proto)
+    digest.update(tokenizer.tgt_proto or b"")
+    name = f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{split}-{digest.hexdigest()[:16]}.arrow"
+    return Path(cfg.cache_dir) / "encoded" / name
+
+
+def _num_proc(cfg: DataConfig, rows: int) -> int | None:
+    if cfg.num_proc > 0:
+        return cfg.num_proc if cfg.num_proc > 1 else None
+    return min(os.cpu_count() or 1, 16) if rows >= 100_000 else None
+
+
+def encode_split(
+    ds: datasets.Dataset, tokenizer: Tokenizer, cfg: DataConfig, split: str, cache_file: Path | None = None
+) -> tuple[Split, FilterReport]:
+    """Tokenize a split (or reuse its Arrow cache); training drops empty and over-long pairs.
+
+    Token ids stay in the memory-mapped Arrow file (TokenColumn); the training split's text
+    stays there too. Evaluation splits keep every line (their text is the reference).
+    """
+    train = split == "train"
+    num_proc = _num_proc(cfg, len(ds))
+    try:
+        enc = ds.map(_Encoder(tokenizer, cfg.max_len, truncate=not train), batched=True, batch_size=2000,
+                     num_proc=num_proc, cache_file_name=str(cache_file) if cache_file else None,
+                     new_fingerprint=cache_file.stem if cache_file else None, load_from_cache_file=True,
+                     keep_in_memory=cache_file is None)
+    except OSError as err:
+        raise UserError(f"cannot write the token cache {cache_file}: {err.strerror or err}") from None
+    src_ids = TokenColumn.from_arrow(enc.data.column("src_ids"))
+    tgt_ids = TokenColumn.from_arrow(enc.data.column("tgt_ids"))
+    src_len, tgt_len = src_ids.lengths(), tgt_ids.lengths()
+    if not train:
+        return Split(list(enc["src"]), list(enc["tgt"]), src_ids, tgt_ids), FilterReport(len(enc), 0, 0)
+    empty = (src_len == 0) | (tgt_len == 0)
+    too_long = ~empty & ((src_len + 1 > cfg.max_len) | (tgt_len + 1 > cfg.max_len))
+    keep = np.flatnonzero(~empty & ~too_long)
+    kept = enc.select(keep) if len(keep) < len(enc) else enc  # text columns: lazy, read on demand
+    split_data = Split(kept["src"], kept["tgt"], TokenColumn.from_arrow(enc.data.column("src_ids"), keep),
+                       TokenColumn.from_arrow(enc.data.column("tgt_ids"), keep))
+    return split_data, FilterReport(len(keep), int(empty.sum()), int(too_long.sum()))
 
 
 @dataclass
@@ -350,7 +447,8 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData
         tokenizer = get_tokenizer(cfg, raw["train"])
     splits, reports = {}, {}
     for name in SPLITS:
-        splits[name], reports[name] = encode_split(raw[name], tokenizer, cfg.max_len, drop=name == "train")
+        cache = encoded_cache_file(cfg, raw[name], tokenizer, name) if cfg.cache_dir else None
+        splits[name], reports[name] = encode_split(raw[name], tokenizer, cfg, name, cache)
     if len(splits["train"]) == 0:
         raise UserError("no training pairs left after filtering empty and over-long lines")
     return PreparedData(tokenizer, splits, reports)

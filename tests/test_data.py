@@ -111,3 +111,49 @@ def test_toy_fixture_is_parallel():
         en = (TOY / f"{split}.en").read_text().splitlines()
         de = (TOY / f"{split}.de").read_text().splitlines()
         assert len(en) == len(de) > 0
+
+
+def test_token_column_reads_rows_slices_and_selections_without_copying():
+    import pyarrow as pa
+
+    from mt.data import TokenColumn
+
+    seqs = [[5, 6], [], [7], [8, 9, 10], [11]]
+    two_chunks = pa.chunked_array([pa.array(seqs[:2], type=pa.list_(pa.int32())),
+                                   pa.array(seqs[2:], type=pa.list_(pa.int32()))])
+    for col in (TokenColumn.from_lists(seqs), TokenColumn.from_arrow(two_chunks)):
+        assert len(col) == 5 and list(col) == seqs and col[-1] == [11]
+        assert col.lengths().tolist() == [2, 0, 1, 3, 1]
+        assert list(col[1:4]) == seqs[1:4] and col[1:4].lengths().tolist() == [0, 1, 3]
+        picked = TokenColumn.from_arrow(two_chunks, rows=np.array([3, 0]))
+        assert list(picked) == [[8, 9, 10], [5, 6]] and picked.lengths().tolist() == [3, 2]
+        with pytest.raises(IndexError):
+            col[5]
+
+
+def test_token_ids_are_cached_as_arrow_and_reused(tmp_path):
+    from mt.data import encoded_cache_file, load_raw
+
+    cfg = text_corpus(tmp_path)
+    first = prepare(cfg)
+    cache_files = sorted((tmp_path / "cache" / "encoded").glob("*.arrow"))
+    assert len(cache_files) == 3  # train, valid, test
+    stamps = [f.stat().st_mtime_ns for f in cache_files]
+    second = prepare(cfg)
+    assert [f.stat().st_mtime_ns for f in cache_files] == stamps  # read, not rewritten
+    for name in ("train", "valid", "test"):
+        assert list(second.splits[name].src) == list(first.splits[name].src)
+        assert list(second.splits[name].tgt) == list(first.splits[name].tgt)
+    # An edited corpus is a new cache entry, never a stale hit.
+    write(tmp_path / "train.en.gz", [f"changed sentence {i}" for i in range(20)], gz=True)
+    raw = load_raw(cfg)
+    assert encoded_cache_file(cfg, raw["train"], first.tokenizer, "train") not in cache_files
+
+
+def test_parallel_tokenization_matches_one_process(tmp_path):
+    cfg = text_corpus(tmp_path, n=60)
+    one = prepare(cfg)
+    cfg.num_proc, cfg.cache_dir = 2, str(tmp_path / "cache2")
+    two = prepare(cfg, one.tokenizer)
+    assert list(two.splits["train"].src) == list(one.splits["train"].src)
+    assert list(two.splits["train"].tgt) == list(one.splits["train"].tgt)

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import datasets
@@ -31,26 +32,23 @@ datasets.disable_progress_bars()
 
 
 # Reading files ---------------------------------------------------------------------------
-def read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 text file (gzip or plain); undecodable bytes -> error naming file and line."""
+def iter_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file (gzip or plain), one at a time; bad bytes -> error naming file and line."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                raw = handle.read()
-        else:
-            raw = path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield raw.rstrip(b"\n").decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError as err:
+                    raise UserError(
+                        f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})"
+                    ) from None
     except (OSError, EOFError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    return out
+
+
+def read_lines(path: Path) -> list[str]:
+    return list(iter_lines(path))
 
 
 def corpus_dir(cfg: DataConfig) -> Path:
@@ -82,15 +80,50 @@ def _paired(src_path: Path, tgt_path: Path, src: list[str], tgt: list[str]) -> t
     return src, tgt
 
 
-def load_text_split(directory: Path, stems: list[str], src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
-    src_all: list[str] = []
-    tgt_all: list[str] = []
+def _text_pairs(files: list[tuple[str, str, int, int, int, int]]) -> Iterator[dict[str, str]]:
+    """Rows {"src", "tgt"} of line-parallel files, streamed. Each entry: two paths, then their
+    sizes and modification times, which only make the datasets cache key follow the files."""
+    for src_name, tgt_name, *_stamps in files:
+        src_path, tgt_path = Path(src_name), Path(tgt_name)
+        src_lines, tgt_lines = iter_lines(src_path), iter_lines(tgt_path)
+        count = 0
+        for s, t in zip_longest(src_lines, tgt_lines):
+            if s is None or t is None:
+                n_src = count + (s is not None) + sum(1 for _ in src_lines)
+                n_tgt = count + (t is not None) + sum(1 for _ in tgt_lines)
+                raise UserError(f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}")
+            count += 1
+            yield {"src": s, "tgt": t}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def load_text_split(cfg: DataConfig, stems: list[str]) -> datasets.Dataset:
+    """A text split streamed into an Arrow file under cache_dir/raw (memory-mapped), never a Python list."""
+    directory = corpus_dir(cfg)
+    files = []
     for stem in stems:
-        sp, tp = _text_file(directory, stem, src_lang), _text_file(directory, stem, tgt_lang)
-        src, tgt = _paired(sp, tp, read_lines(sp), read_lines(tp))
-        src_all += src
-        tgt_all += tgt
-    return src_all, tgt_all
+        sp, tp = _text_file(directory, stem, cfg.src_lang), _text_file(directory, stem, cfg.tgt_lang)
+        files.append((str(sp), str(tp), *_stamp(sp), *_stamp(tp)))
+    if not cfg.cache_dir:
+        rows = list(_text_pairs(files))
+        return datasets.Dataset.from_dict({"src": [r["src"] for r in rows], "tgt": [r["tgt"] for r in rows]})
+    try:
+        return datasets.Dataset.from_generator(
+            _text_pairs, gen_kwargs={"files": files}, cache_dir=str(Path(cfg.cache_dir) / "raw"),
+            features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+    except ValueError as err:  # the generator yielded no rows at all
+        if "corresponds to no data" not in str(err):
+            raise
+        return datasets.Dataset.from_dict({"src": [], "tgt": []})
 
 
 def read_iwslt_xml(path: Path) -> list[tuple[str, str]]:
@@ -152,15 +185,17 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
         raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
     names = list(getattr(cfg, split))
     if cfg.format == "text":
-        src, tgt = load_text_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
-    elif cfg.format == "iwslt_xml":
+        ds = load_text_split(cfg, names)
+    elif cfg.format == "iwslt_xml":  # XML dev/test sets: small, parsed whole
         src, tgt = load_iwslt_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
+        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
     elif cfg.format == "hf_hub":
         src, tgt = [], []
         for name in names:
             s, t = load_hub_split(cfg, name)
             src += s
             tgt += t
+        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
     else:
         raise UserError(f"data.format must be text, iwslt_xml or hf_hub, not '{cfg.format}'")
     if split == "train" and cfg.extra_train_src:
@@ -169,10 +204,12 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
             if not p.is_file():
                 raise UserError(f"extra training file not found: {p}")
         extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
-        src, tgt = src + extra_src * cfg.extra_train_repeat, tgt + extra_tgt * cfg.extra_train_repeat
-    if not src:
+        extra = datasets.Dataset.from_dict({"src": extra_src * cfg.extra_train_repeat,
+                                            "tgt": extra_tgt * cfg.extra_train_repeat})
+        ds = datasets.concatenate_datasets([ds, extra])
+    if len(ds) == 0:
         raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
-    return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+    return ds
 
 
 def load_raw(cfg: DataConfig) -> datasets.DatasetDict:

@@ -135,6 +135,7 @@ def test_token_ids_are_cached_as_arrow_and_reused(tmp_path):
     from mt.data import encoded_cache_file, load_raw
 
     cfg = text_corpus(tmp_path)
+    assert load_raw(cfg)["train"].cache_files, "text splits are streamed into an Arrow file, not held in lists"
     first = prepare(cfg)
     cache_files = sorted((tmp_path / "cache" / "encoded").glob("*.arrow"))
     assert len(cache_files) == 3  # train, valid, test

@@ -236,6 +236,9 @@ def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
         return tokenizer
     log.info("tokenizer: training sentencepiece (%s, vocab %d, joint=%s)",
              cfg.spm_model_type, cfg.vocab_size, cfg.joint_vocab)
+    if len(train) > cfg.spm_input_sentence_size:  # sentencepiece would sample anyway: read only a sample
+        rows = np.random.default_rng(0).choice(len(train), cfg.spm_input_sentence_size, replace=False)
+        train = train.select(np.sort(rows))
     src = [s for s in train["src"] if s.strip()]
     tgt = [t for t in train["tgt"] if t.strip()]
     tokenizer = Tokenizer.train(src, tgt, cfg)

@@ -158,3 +158,17 @@ def test_parallel_tokenization_matches_one_process(tmp_path):
     two = prepare(cfg, one.tokenizer)
     assert list(two.splits["train"].src) == list(one.splits["train"].src)
     assert list(two.splits["train"].tgt) == list(one.splits["train"].tgt)
+
+
+def test_tokenizer_trains_on_a_sample_of_a_large_split(tmp_path, monkeypatch):
+    import mt.data
+
+    seen = []
+    real_train = mt.data.Tokenizer.train
+    monkeypatch.setattr(mt.data.Tokenizer, "train",
+                        lambda src, tgt, c: seen.append(len(src)) or real_train(src, tgt, c))
+    cfg = text_corpus(tmp_path, n=250)
+    cfg.spm_input_sentence_size = 120  # fewer than the 250 training pairs: only a sample is read
+    data = prepare(cfg)
+    assert seen == [120]
+    assert data.tokenizer.src_vocab_size == 30 and len(data.splits["train"]) == 250  # training uses every pair

@@ -66,7 +66,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
                 raise UserError(f"{path} differs from {paths[0]} in {key}: only checkpoints of one run can be averaged")
         if not torch.equal(ckpt["tokenizer_src"], first["tokenizer_src"]):
             raise UserError(f"{path} has another tokenizer than {paths[0]}")
-    averaged = {k: v for k, v in ckpts[-1].items() if k not in ("optimizer", "scaler", "rng_cpu", "rng_cuda")}
+    averaged = ckpt_io.without_resume_state(ckpts[-1])
     averaged["model"] = average_state_dicts([c["model"] for c in ckpts])
     averaged["averaged_from"] = [str(p) for p in paths]
     return averaged

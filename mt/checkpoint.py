@@ -17,6 +17,12 @@ from mt.tokenizer import Tokenizer
 
 FORMAT = "mt-checkpoint"
 VERSION = 1
+RESUME_KEYS = ("optimizer", "scaler", "rng_cpu", "rng_cuda")  # what only resuming needs
+
+
+def without_resume_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint as a model file: weights, config, tokenizer; no optimizer or RNG state."""
+    return {k: v for k, v in ckpt.items() if k not in RESUME_KEYS}
 
 
 def _bytes_to_tensor(data: bytes) -> torch.Tensor:

@@ -72,11 +72,13 @@ def _text_file(directory: Path, stem: str, lang: str) -> Path:
     raise UserError(f"no files for split '{stem}' in {directory} (expected {stem}.{lang}.gz or {stem}.{lang})")
 
 
+def _count_mismatch(src_path: Path, n_src: int, tgt_path: Path, n_tgt: int) -> UserError:
+    return UserError(f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}")
+
+
 def _paired(src_path: Path, tgt_path: Path, src: list[str], tgt: list[str]) -> tuple[list[str], list[str]]:
     if len(src) != len(tgt):
-        raise UserError(
-            f"line counts differ: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
-        )
+        raise _count_mismatch(src_path, len(src), tgt_path, len(tgt))
     return src, tgt
 
 
@@ -91,7 +93,7 @@ def _text_pairs(files: list[tuple[str, str, int, int, int, int]]) -> Iterator[di
             if s is None or t is None:
                 n_src = count + (s is not None) + sum(1 for _ in src_lines)
                 n_tgt = count + (t is not None) + sum(1 for _ in tgt_lines)
-                raise UserError(f"line counts differ: {src_path} has {n_src} lines, {tgt_path} has {n_tgt}")
+                raise _count_mismatch(src_path, n_src, tgt_path, n_tgt)
             count += 1
             yield {"src": s, "tgt": t}
 
@@ -109,8 +111,7 @@ def load_text_split(cfg: DataConfig, stems: list[str]) -> datasets.Dataset:
         sp, tp = _text_file(directory, stem, cfg.src_lang), _text_file(directory, stem, cfg.tgt_lang)
         files.append((str(sp), str(tp), *_stamp(sp), *_stamp(tp)))
     if not cfg.cache_dir:
-        rows = list(_text_pairs(files))
-        return datasets.Dataset.from_dict({"src": [r["src"] for r in rows], "tgt": [r["tgt"] for r in rows]})
+        return datasets.Dataset.from_list(list(_text_pairs(files)))
     try:
         return datasets.Dataset.from_generator(
             _text_pairs, gen_kwargs={"files": files}, cache_dir=str(Path(cfg.cache_dir) / "raw"),
@@ -278,10 +279,13 @@ class TokenColumn(Sequence):
         j = i - int(self._first[chunk])
         return values[offsets[j] : offsets[j + 1]].tolist()
 
+    def select(self, rows: np.ndarray) -> TokenColumn:
+        """These rows (positions in this column), in this order; no ids are copied."""
+        return TokenColumn(self._chunks, rows if self._rows is None else self._rows[rows])
+
     def __getitem__(self, index):
         if isinstance(index, slice):
-            rows = np.arange(len(self))[index] if self._rows is None else self._rows[index]
-            return TokenColumn(self._chunks, rows)
+            return self.select(np.arange(len(self))[index])
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -390,10 +394,11 @@ def encode_split(
     empty = (src_len == 0) | (tgt_len == 0)
     too_long = ~empty & ((src_len + 1 > cfg.max_len) | (tgt_len + 1 > cfg.max_len))
     keep = np.flatnonzero(~empty & ~too_long)
-    kept = enc.select(keep) if len(keep) < len(enc) else enc  # text columns: lazy, read on demand
-    split_data = Split(kept["src"], kept["tgt"], TokenColumn.from_arrow(enc.data.column("src_ids"), keep),
-                       TokenColumn.from_arrow(enc.data.column("tgt_ids"), keep))
-    return split_data, FilterReport(len(keep), int(empty.sum()), int(too_long.sum()))
+    if len(keep) < len(enc):
+        enc, src_ids, tgt_ids = enc.select(keep), src_ids.select(keep), tgt_ids.select(keep)
+    # Text columns stay lazy (read from the Arrow file on demand): only the ids feed training.
+    report = FilterReport(len(keep), int(empty.sum()), int(too_long.sum()))
+    return Split(enc["src"], enc["tgt"], src_ids, tgt_ids), report
 
 
 @dataclass

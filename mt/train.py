@@ -229,11 +229,11 @@ class Trainer:
         if self.dist.main:
             atomic_torch_save(self.last_path, ckpt)
             if self.tc.average_last:
-                self._snapshot()
+                self._snapshot(ckpt)
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, ckpt: dict[str, Any]) -> None:
         """Keep this step's weights for averaging; drop snapshots beyond the last `average_last`."""
-        atomic_torch_save(self.ckpt_dir / snapshot_name(self.state.step), self._pack(resumable=False))
+        atomic_torch_save(self.ckpt_dir / snapshot_name(self.state.step), ckpt_io.without_resume_state(ckpt))
         for old in snapshots(self.ckpt_dir)[: -self.tc.average_last]:
             old.unlink(missing_ok=True)
 

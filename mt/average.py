@@ -10,7 +10,9 @@ optimizer circles around than any single one (Vaswani et al. 2017 averaged the l
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from mt import checkpoint as ckpt_io
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_torch_save
 
+log = logging.getLogger("mt.train")
 SNAPSHOT_GLOB = "step-*.pt"  # what the trainer keeps when train.average_last > 0
 
 
@@ -72,9 +75,33 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     return averaged
 
 
+def average_if_better(
+    model: torch.nn.Module, paths: list[Path], out: Path, best_bleu: float, score: Callable[[], Any]
+) -> dict[str, Any]:
+    """Load the average of `paths` into `model`, save it to `out`, and score it (`score()` returns
+    an object with .scores["bleu"/"chrf"]); say whether it beats best.pt's validation BLEU."""
+    averaged = average_checkpoints(paths)
+    model.load_state_dict(averaged["model"])
+    scores = score().scores
+    atomic_torch_save(out, averaged)
+    better = scores["bleu"] > best_bleu
+    steps = ", ".join(p.stem.split("-")[1].lstrip("0") for p in paths)
+    log.info(
+        f"average of {len(paths)} snapshots (steps {steps}): valid BLEU {scores['bleu']:.2f} vs best.pt "
+        f"{best_bleu:.2f} -> testing {'the average' if better else 'best.pt'}"
+    )
+    return {
+        "averaged_checkpoints": len(paths),
+        "averaged_valid_bleu": scores["bleu"],
+        "averaged_valid_chrf": scores["chrf"],
+        "tested_checkpoint": "averaged.pt" if better else "best.pt",
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mt.average", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mt.average", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoints", nargs="*", type=Path, help="checkpoint files to average")
     p.add_argument("--run", type=Path, help="a run directory: average its last snapshots (train.average_last)")
     p.add_argument("--last", type=int, default=0, help="with --run: how many of the latest snapshots (0 = all)")
@@ -93,9 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.run:
             paths = snapshots(args.run / "checkpoints")
             if not paths:
-                raise UserError(f"no {SNAPSHOT_GLOB} snapshots in {args.run / 'checkpoints'} "
-                                "(train with train.average_last=N to keep them)")
-            paths = paths[-args.last:] if args.last else paths
+                raise UserError(
+                    f"no {SNAPSHOT_GLOB} snapshots in {args.run / 'checkpoints'} "
+                    "(train with train.average_last=N to keep them)"
+                )
+            paths = paths[-args.last :] if args.last else paths
         out = args.out or (args.run / "checkpoints" / "averaged.pt" if args.run else None)
         if out is None:
             raise UserError("--out is required when averaging named files")

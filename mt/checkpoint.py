@@ -1,28 +1,82 @@
-"""Checkpoints: atomic writes, safe loading, and rebuilding a model from a checkpoint alone."""
+"""The checkpoint format: what a model file and a resumable training checkpoint hold.
+
+Both are one dict saved with torch.save and read back with weights_only=True (no pickled code).
+A model file (best.pt, averaged.pt, step-*.pt snapshots) holds everything a tool needs: model
+config, weights and tokenizer. A training checkpoint (last.pt) adds what exact resuming needs:
+optimizer and grad-scaler state, the loop's TrainState and one RNG state per process.
+"""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+from typing_extensions import NotRequired, TypedDict
 
-from mt.config import ModelConfig
+from mt import distributed
+from mt.config import DataConfig, ModelConfig
 from mt.errors import UserError
 from mt.model import Transformer
 from mt.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from mt.engine import Engine
+
+log = logging.getLogger(__name__)
 FORMAT = "mt-checkpoint"
 VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """Where training stands; with the seed it fixes everything that comes next."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # next batch of this epoch's order
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0
+    nonfinite_steps: int = 0
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class ModelFile(TypedDict):
+    format: str  # FORMAT
+    version: int  # VERSION
+    model_config: dict  # asdict(ModelConfig)
+    src_vocab_size: int
+    tgt_vocab_size: int
+    src_lang: str
+    tgt_lang: str
+    tokenizer_src: torch.Tensor  # the sentencepiece model's bytes as uint8
+    tokenizer_tgt: NotRequired[torch.Tensor]  # absent: one joint vocabulary
+    model: dict[str, torch.Tensor]  # state_dict
+    data_name: NotRequired[str]  # the corpus config it was trained on (mt.evaluate's default)
+    train_state: NotRequired[dict]  # asdict(TrainState) when it was written
+    averaged_from: NotRequired[list[str]]  # mt.average: the checkpoints whose weights it averages
+
+
+class TrainingCheckpoint(ModelFile):
+    optimizer: dict
+    scaler: NotRequired[dict]  # fp16 only
+    rng_cpu: list[torch.Tensor]  # one per process (DDP rank)
+    rng_cuda: NotRequired[list[torch.Tensor]]
+
+
 RESUME_KEYS = ("optimizer", "scaler", "rng_cpu", "rng_cuda")  # what only resuming needs
 
 
-def without_resume_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+def without_resume_state(ckpt: ModelFile) -> ModelFile:
     """The checkpoint as a model file: weights, config, tokenizer; no optimizer or RNG state."""
-    return {k: v for k, v in ckpt.items() if k not in RESUME_KEYS}
+    return {k: v for k, v in ckpt.items() if k not in RESUME_KEYS}  # type: ignore[return-value]
 
 
 def _bytes_to_tensor(data: bytes) -> torch.Tensor:
@@ -33,16 +87,9 @@ def _tensor_to_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.numpy().tobytes()
 
 
-def pack(
-    model: Transformer,
-    tokenizer: Tokenizer,
-    src_lang: str,
-    tgt_lang: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything needed to rebuild the model and its tokenizer; `extra` adds resume state."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    ckpt: dict[str, Any] = {
+def pack(model: Transformer, tokenizer: Tokenizer, src_lang: str, tgt_lang: str) -> ModelFile:
+    """Everything needed to rebuild the model and its tokenizer."""
+    ckpt: ModelFile = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": asdict(model.config),
@@ -51,16 +98,65 @@ def pack(
         "src_lang": src_lang,
         "tgt_lang": tgt_lang,
         "tokenizer_src": _bytes_to_tensor(tokenizer.src_proto),
-        "model": state,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
     if tokenizer.tgt_proto is not None:
         ckpt["tokenizer_tgt"] = _bytes_to_tensor(tokenizer.tgt_proto)
-    if extra:
-        ckpt.update(extra)
     return ckpt
 
 
-def read(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data: DataConfig, resumable: bool):
+    """A model file with the training state; `resumable` adds optimizer, scaler and every rank's RNG.
+
+    With `resumable`, every DDP rank must call this (the RNG states are gathered).
+    """
+    ckpt = pack(engine.model, tokenizer, data.src_lang, data.tgt_lang)
+    ckpt["train_state"] = asdict(state)
+    ckpt["data_name"] = data.name
+    if not resumable:
+        return ckpt
+    full: TrainingCheckpoint = {
+        **ckpt,  # type: ignore[typeddict-item]
+        "optimizer": engine.optimizer.state_dict(),
+        "rng_cpu": distributed.gather(torch.get_rng_state(), engine.dist),
+    }
+    if engine.scaler.is_enabled():
+        full["scaler"] = engine.scaler.state_dict()
+    if engine.device.type == "cuda":
+        full["rng_cuda"] = distributed.gather(torch.cuda.get_rng_state(), engine.dist)
+    return full
+
+
+def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> TrainState:
+    """Load weights, optimizer, scaler and this rank's RNG from `ckpt`; returns its TrainState."""
+    if ckpt["model_config"] != asdict(engine.model.config):
+        raise UserError(
+            f"{path} was trained with a different model config; resume with the same "
+            "model.* settings or start a new run directory"
+        )
+    try:
+        engine.model.load_state_dict(ckpt["model"])
+        engine.optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState(**ckpt["train_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is not a resumable training checkpoint of this mt version: {err}") from None
+    if engine.scaler.is_enabled() and "scaler" in ckpt:
+        engine.scaler.load_state_dict(ckpt["scaler"])
+    rng_cpu, rng_cuda, dist = ckpt["rng_cpu"], ckpt.get("rng_cuda"), engine.dist
+    if len(rng_cpu) == dist.world:  # one RNG state per rank
+        torch.set_rng_state(rng_cpu[dist.rank])
+        if engine.device.type == "cuda" and rng_cuda is not None:
+            torch.cuda.set_rng_state(rng_cuda[dist.rank])
+    else:
+        log.warning(
+            "checkpoint has RNG states for %d processes, this run has %d: dropout RNG reseeded",
+            len(rng_cpu),
+            dist.world,
+        )
+    return state
+
+
+def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFile:
     """Load a checkpoint of ours safely (weights_only), with one clear error otherwise."""
     path = Path(path)
     if not path.exists():
@@ -85,7 +181,7 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
         raise UserError(f"{path} is not an mt checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:
         raise UserError(f"{path} has checkpoint version {ckpt.get('version')}; this mt reads {VERSION}")
-    return ckpt
+    return ckpt  # type: ignore[return-value]
 
 
 @dataclass
@@ -94,18 +190,17 @@ class Loaded:
     tokenizer: Tokenizer
     src_lang: str
     tgt_lang: str
-    ckpt: dict[str, Any]
+    ckpt: ModelFile
 
 
-def build_model(ckpt: dict[str, Any]) -> Transformer:
+def build_model(ckpt: ModelFile) -> Transformer:
     config = ModelConfig(**ckpt["model_config"])
-    model = Transformer(config, ckpt["src_vocab_size"], ckpt["tgt_vocab_size"],
-                        joint_vocab="tokenizer_tgt" not in ckpt)
+    model = Transformer(config, ckpt["src_vocab_size"], ckpt["tgt_vocab_size"], joint_vocab="tokenizer_tgt" not in ckpt)
     model.load_state_dict(ckpt["model"])
     return model
 
 
-def tokenizer_of(ckpt: dict[str, Any]) -> Tokenizer:
+def tokenizer_of(ckpt: ModelFile) -> Tokenizer:
     tgt = ckpt.get("tokenizer_tgt")
     return Tokenizer(_tensor_to_bytes(ckpt["tokenizer_src"]), None if tgt is None else _tensor_to_bytes(tgt))
 
@@ -116,6 +211,6 @@ def load(path: Path | str, device: str | torch.device = "cpu") -> Loaded:
     try:
         model = build_model(ckpt).to(device).eval()
         return Loaded(model, tokenizer_of(ckpt), ckpt["src_lang"], ckpt["tgt_lang"], ckpt)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, UserError) as err:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is damaged or from an incompatible mt version: {reason}") from None

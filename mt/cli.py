@@ -1,10 +1,11 @@
-"""Hydra entry points that answer config mistakes with one line, not a stack of them."""
+"""What every command line shares: composing the Hydra config, and argparse options whose
+defaults come from the config dataclasses. Config mistakes are answered with one line."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -12,10 +13,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mt.config import register_configs, to_dataclass
+from mt.config import DecodeConfig, MTConfig, register_configs, to_dataclass
 from mt.errors import UserError
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from mt.paths import CONFIG_DIR
 
 
 def _one_line(err: BaseException) -> str:
@@ -34,40 +34,115 @@ def _one_line(err: BaseException) -> str:
     return first
 
 
-def check_overrides(args: list[str]) -> None:
-    """Compose the config with the command line's plain overrides; raise UserError if it fails.
+def compose_config(overrides: list[str] | None = None) -> MTConfig:
+    """configs/config.yaml with `overrides` (`model=tiny`, `train.lr=1e-3`), as checked dataclasses.
 
-    Sweep overrides (`a=1,2`) and hydra.* settings are left for Hydra itself.
+    Every mistake (unknown key or option, wrong type, value out of range) is one UserError.
     """
     register_configs()
-    candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(candidates)
-    except HydraException as err:
-        raise UserError(_one_line(err)) from None
-    plain = [
-        o.input_line
-        for o in parsed
-        if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
-    ]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=plain)
-            to_dataclass(cfg)
+            return to_dataclass(compose(config_name="config", overrides=list(overrides or [])))
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(_one_line(err)) from None
     finally:
         GlobalHydra.instance().clear()
 
 
-def hydra_entry(task: Callable[[], None], prog: str, overrides_extra: list[str] | None = None) -> None:
-    """Validate the command line, then hand over to the @hydra.main-decorated `task`."""
+def check_overrides(args: list[str]) -> tuple[MTConfig, dict[str, str]]:
+    """Compose the config with the command line's plain overrides; raise UserError if it fails.
+
+    Sweep overrides (`a=1,2`) and hydra.* settings are left for Hydra itself; returns the config
+    and the plain hydra.* settings (e.g. {"hydra.run.dir": "outputs/x"}).
+    """
+    candidates = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except HydraException as err:
+        raise UserError(_one_line(err)) from None
+    plain = [o for o in parsed if not o.is_sweep_override()]
+    hydra_settings = {o.key_or_group: str(o.value()) for o in plain if o.key_or_group.startswith("hydra.")}
+    return compose_config([o.input_line for o in plain if not o.key_or_group.startswith("hydra")]), hydra_settings
+
+
+# argparse options shared by the commands --------------------------------------------------------
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+
+
+def setup_device(args: argparse.Namespace):
+    """The torch.device that --device names, with --threads applied; UserError if unusable."""
+    import torch
+
+    from mt.device import pick_device
+
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return pick_device(args.device)
+
+
+def add_decode_args(parser: argparse.ArgumentParser, n_best: bool = False, batch: bool = True) -> None:
+    """--beam, --alpha (and --n-best, --max-tokens) with DecodeConfig's defaults."""
+    d = DecodeConfig()
+    parser.add_argument("--beam", type=int, default=d.beam_size, help="beam size, 1 = greedy (default: %(default)s)")
+    parser.add_argument(
+        "--alpha", type=float, default=d.length_penalty, help="length penalty, GNMT alpha (default: %(default)s)"
+    )
+    if n_best:
+        parser.add_argument("--n-best", type=int, default=d.n_best, help="print the K best translations with scores")
+    if batch:
+        parser.add_argument(
+            "--max-tokens",
+            type=int,
+            default=d.max_tokens,
+            help="source tokens per decoding batch (default: %(default)s)",
+        )
+
+
+def decode_config(args: argparse.Namespace) -> DecodeConfig:
+    """DecodeConfig from the options add_decode_args added, checked like decode.* settings."""
+    d = DecodeConfig(
+        beam_size=args.beam,
+        length_penalty=args.alpha,
+        n_best=getattr(args, "n_best", 1),
+        max_tokens=getattr(args, "max_tokens", DecodeConfig.max_tokens),
+    )
+    found = d.problems()
+    if found:  # name the options, not the config keys
+        names = {
+            "decode.beam_size": "--beam",
+            "decode.length_penalty": "--alpha",
+            "decode.n_best": "--n-best",
+            "decode.max_tokens": "--max-tokens",
+        }
+        text = "; ".join(found)
+        for key, option in names.items():
+            text = text.replace(key, option)
+        raise UserError(text)
+    return d
+
+
+def hydra_entry(
+    task: Callable[[], None],
+    prog: str,
+    overrides_extra: list[str] | None = None,
+    preflight: Callable[[MTConfig, dict[str, str], bool], None] | None = None,
+) -> None:
+    """Validate the command line, then hand over to the @hydra.main-decorated `task`.
+
+    `preflight(config, hydra settings, multirun)` may refuse (UserError) before Hydra writes anything.
+    """
     register_configs()
     args = sys.argv[1:]
     if not any(a in ("--help", "-h", "--hydra-help", "--info", "-i") for a in args):
         try:
-            check_overrides(args)
+            cfg, hydra_settings = check_overrides(args)
+            if preflight is not None and not any(a in ("--cfg", "-c") for a in args):  # --cfg only prints
+                preflight(cfg, hydra_settings, any(a in ("-m", "--multirun") for a in args))
         except UserError as err:
             print(f"{prog}: error: {err}", file=sys.stderr)
             sys.exit(2)

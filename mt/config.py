@@ -1,8 +1,9 @@
-"""Typed configuration: one dataclass per Hydra config group.
+"""Typed configuration: one dataclass per Hydra config group, and the checks of its values.
 
 Hydra composes `configs/` on top of these schemas, so a misspelled key or a value of the
-wrong type fails at composition time. Library code receives these dataclasses, never a
-DictConfig.
+wrong type fails at composition time; each dataclass's `problems()` then checks ranges and
+choices, and `validate` turns them into one UserError (one line, exit 2). Library code
+receives these dataclasses, never a DictConfig.
 """
 
 from __future__ import annotations
@@ -13,8 +14,39 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # the team's read-only copies, beside the project
+from mt.errors import UserError
+from mt.paths import PREPARED_DATA, SHARED_DATA
+
+DATA_FORMATS = ("text", "iwslt_xml", "hf_hub")
+SPM_MODEL_TYPES = ("unigram", "bpe")
+ACTIVATIONS = ("relu", "gelu")
+NORMS = ("pre", "post")
+POSITIONS = ("sinusoidal", "learned")
+OPTIMIZERS = ("adam", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class _Checks:
+    """Collects what is wrong with a config group, each problem naming its key (`train.lr`)."""
+
+    def __init__(self, group: str, cfg: object):
+        self.group, self.cfg, self.found = group, cfg, []
+
+    def require(self, ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            self.found.append(f"{self.group}.{key} {rule}, got {getattr(self.cfg, key)!r}")
+
+    def at_least(self, minimum: float, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self.cfg, key)
+            self.require(value is None or value >= minimum, key, f"must be at least {minimum}")
+
+    def choice(self, key: str, options: tuple[str, ...]) -> None:
+        self.require(getattr(self.cfg, key) in options, key, f"must be one of {', '.join(options)}")
+
+    def fraction(self, *keys: str) -> None:
+        for key in keys:
+            self.require(0 <= getattr(self.cfg, key) < 1, key, "must be in [0, 1)")
 
 
 @dataclass
@@ -48,6 +80,23 @@ class DataConfig:
     spm_character_coverage: float = 1.0
     spm_input_sentence_size: int = 2_000_000
 
+    def problems(self) -> list[str]:
+        c = _Checks("data", self)
+        c.choice("format", DATA_FORMATS)
+        c.choice("spm_model_type", SPM_MODEL_TYPES)
+        c.require(self.src_lang != self.tgt_lang, "tgt_lang", f"must differ from data.src_lang ({self.src_lang!r})")
+        c.at_least(1, "extra_train_repeat")
+        c.at_least(2, "max_len")
+        c.at_least(0, "num_proc")
+        c.at_least(8, "vocab_size")  # room for the 4 special pieces and a few more
+        c.require(0 < self.spm_character_coverage <= 1, "spm_character_coverage", "must be in (0, 1]")
+        c.require(
+            bool(self.extra_train_src) == bool(self.extra_train_tgt),
+            "extra_train_tgt",
+            "and data.extra_train_src go together",
+        )
+        return c.found
+
 
 @dataclass
 class ModelConfig:
@@ -65,6 +114,17 @@ class ModelConfig:
     tie_embeddings: bool = True  # output = target embedding (and = source embedding if joint)
     max_positions: int = 256
 
+    def problems(self) -> list[str]:
+        c = _Checks("model", self)
+        c.at_least(1, "d_model", "layers", "encoder_layers", "decoder_layers", "heads", "ffn_dim", "max_positions")
+        c.fraction("dropout", "attention_dropout")
+        c.choice("activation", ACTIVATIONS)
+        c.choice("norm", NORMS)
+        c.choice("positions", POSITIONS)
+        if self.heads >= 1:
+            c.require(self.d_model % self.heads == 0, "d_model", f"must be divisible by model.heads ({self.heads})")
+        return c.found
+
 
 @dataclass
 class DecodeConfig:
@@ -74,6 +134,15 @@ class DecodeConfig:
     max_len_b: int = 10
     n_best: int = 1
     max_tokens: int = 6000  # source tokens per decoding batch (before beam expansion)
+
+    def problems(self) -> list[str]:
+        c = _Checks("decode", self)
+        c.at_least(1, "beam_size", "max_tokens", "n_best")
+        c.at_least(0, "length_penalty", "max_len_a", "max_len_b")
+        c.require(
+            self.n_best <= max(self.beam_size, 1), "n_best", f"must not exceed decode.beam_size ({self.beam_size})"
+        )
+        return c.found
 
 
 @dataclass
@@ -108,6 +177,42 @@ class TrainConfig:
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
     progress: bool = True
     samples: int = 3  # sample translations logged per validation
+    # Train into a run directory that already holds a run (its checkpoints, metrics and
+    # TensorBoard logs are deleted first). Without it such a directory is refused unless resuming.
+    overwrite: bool = False
+
+    def problems(self) -> list[str]:
+        c = _Checks("train", self)
+        c.require(self.lr > 0, "lr", "must be > 0")
+        c.at_least(
+            0,
+            "min_lr",
+            "warmup_steps",
+            "weight_decay",
+            "clip_norm",
+            "max_steps",
+            "max_minutes",
+            "eval_every",
+            "save_every",
+            "patience",
+            "average_last",
+            "valid_max_sentences",
+            "threads",
+            "samples",
+        )
+        c.at_least(1, "max_tokens", "accumulate", "max_epochs", "log_every", "max_bad_steps")
+        c.fraction("label_smoothing")
+        c.choice("optimizer", OPTIMIZERS)
+        c.choice("precision", PRECISIONS)
+        c.require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "needs two values in [0, 1)")
+        c.require(self.lr <= 0 or self.min_lr <= self.lr, "min_lr", f"must not exceed train.lr ({self.lr})")
+        c.require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device",
+            "must be auto, cpu, cuda or cuda:N",
+        )
+        c.require(not (self.resume and self.overwrite), "overwrite", "cannot be combined with train.resume=true")
+        return c.found
 
 
 @dataclass
@@ -117,6 +222,22 @@ class MTConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def problems(self) -> list[str]:
+        found = self.data.problems() + self.model.problems() + self.train.problems() + self.decode.problems()
+        if self.data.max_len > self.model.max_positions:
+            found.append(
+                f"data.max_len ({self.data.max_len}) must not exceed model.max_positions ({self.model.max_positions})"
+            )
+        return found
+
+
+def validate(cfg: MTConfig | DataConfig | ModelConfig | TrainConfig | DecodeConfig):
+    """The config itself if every value is in range; else one UserError listing what is wrong."""
+    found = cfg.problems()
+    if found:
+        raise UserError("; ".join(found))
+    return cfg
+
 
 def register_configs() -> None:
     """Register the schema so `configs/config.yaml` composes on top of it."""
@@ -125,14 +246,14 @@ def register_configs() -> None:
 
 
 def to_dataclass(cfg: DictConfig) -> MTConfig:
-    """Turn a composed (and validated) DictConfig into plain dataclasses."""
+    """Turn a composed DictConfig into plain dataclasses whose values are checked (`validate`)."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, MTConfig)
-    return obj
+    return validate(obj)
 
 
 def default_data_dir(name: str) -> Path:
     """Where a corpus lies when data.dir is empty: data/NAME (made by `make data`), else ../shared/data."""
-    prepared = PROJECT_ROOT / "data" / name
+    prepared = PREPARED_DATA / name
     shared = SHARED_DATA / {"multi30k": "multi30k", "iwslt16": "iwslt16-de-en"}.get(name, name)
     return prepared if prepared.is_dir() or not shared.is_dir() else shared

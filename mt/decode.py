@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mt.batching import source_tensor
 from mt.config import DecodeConfig
-from mt.data import source_tensor
 from mt.model import Transformer, never_emit
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 

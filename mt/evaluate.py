@@ -15,6 +15,7 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_write_json, atomic_write_text
 
@@ -31,7 +32,7 @@ def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
 
 
 def _read_text(path: str) -> list[str]:
-    from mt.data import read_lines
+    from mt.fileio import read_lines
 
     p = Path(path)
     if not p.is_file():
@@ -43,17 +44,10 @@ def _split_texts(
     data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str]
 ) -> tuple[list[str], list[str]]:
     """Source and reference text of a configured corpus split."""
-    from hydra import compose, initialize_config_dir
-
-    from mt.cli import CONFIG_DIR, check_overrides
-    from mt.config import register_configs, to_dataclass
+    from mt.cli import compose_config
     from mt.data import load_split
 
-    register_configs()
-    args = [f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides]
-    check_overrides(args)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = to_dataclass(compose(config_name="config", overrides=args))
+    cfg = compose_config([f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides])
     raw = load_split(cfg.data, split)
     return raw["src"], raw["tgt"]
 
@@ -67,11 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra data overrides, e.g. data.dir=...")
     p.add_argument("--src", help="source file to translate instead of a corpus split")
     p.add_argument("--ref", help="reference file for --src")
-    p.add_argument("--beam", type=int, default=5)
-    p.add_argument("--alpha", type=float, default=1.0, help="length penalty")
-    p.add_argument("--max-tokens", type=int, default=6000)
+    add_decode_args(p)
     p.add_argument("--out", help="directory for hypotheses and metrics (default: next to the checkpoint)")
-    p.add_argument("--device", default="auto")
+    add_device_args(p)
     return p
 
 
@@ -79,15 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.evaluate"):
         from mt.checkpoint import load
-        from mt.config import DecodeConfig
         from mt.decode import translate_ids
-        from mt.device import pick_device
-        from mt.translate import latest_checkpoint
+        from mt.rundir import latest_checkpoint
 
-        if args.beam < 1:
-            raise UserError(f"--beam must be at least 1, got {args.beam}")
+        cfg = decode_config(args)
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
-        device = pick_device(args.device)
+        device = setup_device(args)
         loaded = load(path, device)
         if args.src or args.ref:
             if not (args.src and args.ref):
@@ -100,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
             data_name = args.data or loaded.ckpt.get("data_name") or "multi30k"
             src, ref = _split_texts(data_name, args.split, loaded.src_lang, loaded.tgt_lang, args.set)
             name = f"{data_name}.{args.split}"
-        cfg = DecodeConfig(beam_size=args.beam, length_penalty=args.alpha, max_tokens=args.max_tokens)
         start = time.perf_counter()
         hyps = translate_ids(loaded.model, loaded.tokenizer.encode_src(src), cfg, device)
         seconds = time.perf_counter() - start

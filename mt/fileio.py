@@ -1,14 +1,18 @@
-"""Atomic file writes: a crash at any moment leaves the old file or the new one, never a torn one."""
+"""Reading text files (UTF-8, plain or gzip) and atomic writes: a crash leaves the old file or the new one."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mt.errors import UserError
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -47,3 +51,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file (gzip or plain), one at a time; bad bytes -> error naming file and line."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield raw.rstrip(b"\n").decode("utf-8").rstrip("\r")
+                except UnicodeDecodeError as err:
+                    raise UserError(
+                        f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})"
+                    ) from None
+    except (OSError, EOFError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    return list(iter_lines(path))

@@ -44,3 +44,14 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: floa
     """
     loss, nll = _SmoothedCrossEntropy.apply(logits, target, float(label_smoothing))
     return loss, nll.detach()
+
+
+def batch_loss(model, batch, label_smoothing: float) -> tuple[Tensor, Tensor, int]:
+    """Summed label-smoothed loss and summed NLL over the batch's real target tokens (and their count)."""
+    from mt.tokenizer import PAD_ID
+
+    real = batch.tgt_out != PAD_ID
+    logits, _ = model(batch.src, batch.tgt_in, select=real)  # through forward(): DDP and compile see it
+    target = batch.tgt_out[real]
+    loss, nll = smoothed_cross_entropy(logits, target, label_smoothing)
+    return loss, nll, int(target.numel())

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mt.config import ModelConfig
+from mt.config import ModelConfig, validate
 from mt.tokenizer import BOS_ID, PAD_ID
 
 
@@ -265,12 +265,7 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, joint_vocab: bool = True):
         super().__init__()
         c = config
-        if c.d_model % c.heads:
-            raise ValueError(f"model.d_model={c.d_model} is not divisible by model.heads={c.heads}")
-        if c.norm not in ("pre", "post") or c.positions not in ("sinusoidal", "learned"):
-            raise ValueError(
-                f"model.norm must be pre|post and model.positions sinusoidal|learned, got {c.norm}, {c.positions}"
-            )
+        validate(c)  # ranges and choices: one UserError naming every bad model.* value
         self.config = c
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         n_enc = c.encoder_layers if c.encoder_layers is not None else c.layers

@@ -51,3 +51,25 @@ def attention_grid(attention: Tensor, src: Sequence[str], tgt: Sequence[str], ti
 def save(fig: Figure, path: str) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def validation_figures(model, valid, tokenizer, device, step: int) -> list[tuple[str, Figure]]:
+    """Teacher-forced cross-attention of a fixed mid-length validation sentence, head-averaged,
+    for the middle and last decoder layers: (TensorBoard tag, figure) pairs."""
+    import torch
+
+    from mt.batching import collate
+
+    model.eval()
+    lengths = [len(s) for s in valid.src]
+    index = min(range(len(valid)), key=lambda i: abs(lengths[i] - 12))
+    batch = collate(valid, [index]).to(device)
+    with torch.no_grad():
+        _, attention = model(batch.src, batch.tgt_in, need_weights=True)
+    src = tokenizer.src_pieces(valid.src[index]) + ["</s>"]
+    tgt = ["<s>"] + tokenizer.tgt_pieces(valid.tgt[index])
+    layers = sorted({len(attention) - 1, (len(attention) - 1) // 2})
+    return [
+        (f"attention/layer{layer}", heatmap(attention[layer][0].mean(0).cpu(), src, tgt, f"step {step}, layer {layer}"))
+        for layer in layers
+    ]

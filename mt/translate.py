@@ -15,18 +15,17 @@ import sys
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import torch
-
-from mt.device import pick_device
+from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
+from mt.paths import RUN_ROOTS
 
-RUN_ROOTS = ("outputs", "multirun")
 
-
-def latest_checkpoint(roots: Iterable[str] = RUN_ROOTS) -> Path:
+def latest_checkpoint(roots: Iterable[str | Path] = RUN_ROOTS) -> Path:
     """best.pt of the most recently written run under outputs/ (or multirun/)."""
     found = [p for root in roots if Path(root).is_dir() for p in Path(root).glob("**/checkpoints/best.pt")]
     if not found:
@@ -59,45 +58,60 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+@dataclass
+class Source:
+    """One input line as the model reads it: its words, piece ids (cut to the model's limit) and
+    the word index of each piece (mt.align.extract.encode_sentences: encoded word by word)."""
+
+    words: list[str]
+    ids: list[int]
+    word_ids: list[int]
+
+
 class Translator:
-    def __init__(self, checkpoint: Path, device: torch.device, beam: int, alpha: float, n_best: int,
-                 max_tokens: int, attention: bool):
+    def __init__(self, checkpoint: Path, device, decode: DecodeConfig, attention: bool):
         from mt.checkpoint import load
-        from mt.config import DecodeConfig
 
         self.loaded = load(checkpoint, device)
         self.device = device
-        self.cfg = DecodeConfig(beam_size=beam, length_penalty=alpha, n_best=n_best, max_tokens=max_tokens)
+        self.cfg = decode
         self.attention = attention
         self.limit = self.loaded.model.config.max_positions - 1
 
-    def translate(self, lines: list[str]) -> tuple[list[list[int]], list[list]]:
-        """Source ids and hypotheses (n-best) per line; empty lines give no hypotheses."""
+    def translate(self, lines: list[str]) -> tuple[list[Source], list[list]]:
+        """Sources and hypotheses (n-best) per line; empty lines give no hypotheses."""
+        from mt.align.extract import encode_sentences
         from mt.decode import translate_ids
 
-        tok = self.loaded.tokenizer
-        texts = [clean(line) for line in lines]
-        ids = tok.encode_src(texts)
-        for number, seq in enumerate(ids, start=1):
-            if len(seq) > self.limit:
-                print(f"mt.translate: warning: input {number} has {len(seq)} tokens; translating its first "
-                      f"{self.limit} (the model's limit)", file=sys.stderr)
-        todo = [i for i, t in enumerate(texts) if t]
-        hyps = translate_ids(self.loaded.model, [ids[i][: self.limit] for i in todo], self.cfg, self.device,
-                             need_attention=self.attention)
+        words = [clean(line).split() for line in lines]
+        encoded = encode_sentences(self.loaded.tokenizer.encode_src, words)
+        sources = []
+        for number, (ws, (ids, word_ids)) in enumerate(zip(words, encoded), start=1):
+            if len(ids) > self.limit:
+                print(
+                    f"mt.translate: warning: input {number} has {len(ids)} tokens; translating its first "
+                    f"{self.limit} (the model's limit)",
+                    file=sys.stderr,
+                )
+            sources.append(Source(ws, ids[: self.limit], word_ids[: self.limit]))
+        todo = [i for i, ws in enumerate(words) if ws]
+        hyps = translate_ids(
+            self.loaded.model, [sources[i].ids for i in todo], self.cfg, self.device, need_attention=self.attention
+        )
         out: list[list] = [[] for _ in lines]
         for i, h in zip(todo, hyps):
             out[i] = h
-        return ids, out
+        return sources, out
 
     def detok(self, tokens: list[int]) -> str:
         return self.loaded.tokenizer.decode_tgt([tokens])[0]
 
 
-def write_results(translator: Translator, lines: list[str], out: TextIO, args: argparse.Namespace,
-                  offset: int = 0) -> None:
-    ids, results = translator.translate(lines)
-    for k, (src_ids, hyps) in enumerate(zip(ids, results)):
+def write_results(
+    translator: Translator, lines: list[str], out: TextIO, args: argparse.Namespace, offset: int = 0
+) -> None:
+    sources, results = translator.translate(lines)
+    for k, (source, hyps) in enumerate(zip(sources, results)):
         if not hyps:
             out.write("\n")
             continue
@@ -107,23 +121,26 @@ def write_results(translator: Translator, lines: list[str], out: TextIO, args: a
         else:
             out.write(translator.detok(hyps[0].tokens) + "\n")
         if args.show_attention or args.plot:
-            show_attention(translator, src_ids[: translator.limit], hyps[0], args, out)
+            show_attention(translator, source, hyps[0], args, out)
     out.flush()
 
 
-def show_attention(translator: Translator, src_ids: list[int], hyp, args: argparse.Namespace, out: TextIO) -> None:
-    from mt.align import AlignConfig, argmax_links, attention_grid_text, word_attention
+def show_attention(translator: Translator, source: Source, hyp, args: argparse.Namespace, out: TextIO) -> None:
+    """--show-attention: the word matrix and links of mt.align's one path (`align_hypothesis`,
+    default AlignConfig), exactly what `python -m mt.align --translations` gives for this line;
+    --plot: the raw subword attention of every layer and head."""
+    from mt.align.extract import AlignConfig, align_hypothesis, attention_grid_text
 
     tok = translator.loaded.tokenizer
-    src_pieces, tgt_pieces = tok.src_pieces(src_ids), tok.tgt_pieces(hyp.tokens)
     if args.show_attention:
-        matrix, src_words, tgt_words = word_attention(hyp.attention, src_pieces, tgt_pieces, AlignConfig())
-        out.write(attention_grid_text(matrix, src_words, tgt_words) + "\n")
-        links = argmax_links(matrix)
-        out.write("alignment: " + "  ".join(f"{src_words[i]}->{tgt_words[j]}" for i, j in links) + "\n")
+        aligned = align_hypothesis(tok, source.words, source.word_ids, hyp, AlignConfig())
+        src_words, tgt_words = aligned.src_words, aligned.tgt_words
+        out.write(attention_grid_text(aligned.matrix, src_words, tgt_words, aligned.links) + "\n")
+        out.write("alignment: " + "  ".join(f"{src_words[i]}->{tgt_words[j]}" for i, j in aligned.links) + "\n")
     if args.plot:
         from mt.plot import attention_grid, save
 
+        src_pieces, tgt_pieces = tok.src_pieces(source.ids), tok.tgt_pieces(hyp.tokens)
         try:
             save(attention_grid(hyp.attention, src_pieces + ["</s>"], tgt_pieces + ["</s>"]), args.plot)
         except (OSError, ValueError) as err:
@@ -132,39 +149,31 @@ def show_attention(translator: Translator, src_ids: list[int], hyp, args: argpar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mt.translate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mt.translate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("text", nargs="*", help="text to translate (default: read standard input)")
     p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
     p.add_argument("--input", help="file to translate, one sentence per line")
     p.add_argument("--output", help="write translations here (default: standard output)")
     p.add_argument("--interactive", action="store_true", help="prompt for sentences")
-    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
-    p.add_argument("--alpha", type=float, default=1.0, help="length penalty (GNMT alpha)")
-    p.add_argument("--n-best", type=int, default=1, help="print the K best translations with scores")
-    p.add_argument("--max-tokens", type=int, default=6000, help="source tokens per decoding batch")
+    add_decode_args(p, n_best=True)
     p.add_argument("--batch-lines", type=int, default=256, help="lines read from the input per batch")
     p.add_argument("--show-attention", action="store_true", help="print the word-level cross-attention and alignment")
     p.add_argument("--plot", metavar="FILE.png", help="save the cross-attention heatmap (layers x heads)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    add_device_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.translate"):
-        if args.beam < 1:
-            raise UserError(f"--beam must be at least 1, got {args.beam}")
-        if args.n_best < 1 or args.n_best > args.beam:
-            raise UserError(f"--n-best must be between 1 and --beam ({args.beam}), got {args.n_best}")
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
+        decode = decode_config(args)
+        device = setup_device(args)
         path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
         if not args.checkpoint:
             print(f"mt.translate: using {path}", file=sys.stderr)
-        translator = Translator(path, pick_device(args.device), args.beam, args.alpha, args.n_best,
-                                args.max_tokens, attention=args.show_attention or bool(args.plot))
+        translator = Translator(path, device, decode, attention=args.show_attention or bool(args.plot))
         try:
             out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
         except OSError as err:
@@ -191,8 +200,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -> None:
-    print(f"mt ({translator.loaded.src_lang}->{translator.loaded.tgt_lang}); empty line or Ctrl-D to quit",
-          file=sys.stderr)
+    print(
+        f"mt ({translator.loaded.src_lang}->{translator.loaded.tgt_lang}); empty line or Ctrl-D to quit",
+        file=sys.stderr,
+    )
     while True:
         try:
             line = input("> ")

@@ -27,21 +27,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mt.align import (  # noqa: E402
-    GOLD_DIR,
-    SYMMETRIZE,
-    aer,
-    format_score,
-    read_alignment_file,
-    read_gold_pairs,
-    symmetrize,
-)
-from mt.data import read_lines  # noqa: E402
+from mt.align.gold import aer, format_score, read_alignment_file, read_gold_pairs  # noqa: E402
+from mt.align.symmetrize import SYMMETRIZE, symmetrize  # noqa: E402
 from mt.errors import UserError, exit_on_user_error  # noqa: E402
+from mt.fileio import read_lines  # noqa: E402
+from mt.paths import ALIGNMENT_GOLD  # noqa: E402
 
 PUNCT = re.compile(r"([^\w\s'])")
-ELISION = {"l": "le", "d": "de", "j": "je", "qu": "que", "n": "ne", "s": "se", "c": "ce", "m": "me", "t": "te",
-           "jusqu": "jusque", "lorsqu": "lorsque", "puisqu": "puisque", "quoiqu": "quoique"}
+ELISION = {
+    "l": "le",
+    "d": "de",
+    "j": "je",
+    "qu": "que",
+    "n": "ne",
+    "s": "se",
+    "c": "ce",
+    "m": "me",
+    "t": "te",
+    "jusqu": "jusque",
+    "lorsqu": "lorsque",
+    "puisqu": "puisque",
+    "quoiqu": "quoique",
+}
 CONTRACTION = {"du": "de le", "des": "de les", "au": "à le", "aux": "à les"}
 
 
@@ -66,8 +73,9 @@ def tokenize_en(line: str) -> str:
 def tokenize_fr(line: str) -> str:
     s = line.lower().replace("\u2019", "'")
     s = s.replace("aujourd'hui", "aujourd' hui")
-    s = re.sub(r"\b(" + "|".join(sorted(ELISION, key=len, reverse=True)) + r")'",
-               lambda m: ELISION[m.group(1)] + " ", s)
+    s = re.sub(
+        r"\b(" + "|".join(sorted(ELISION, key=len, reverse=True)) + r")'", lambda m: ELISION[m.group(1)] + " ", s
+    )
     tokens = _split_quotes(PUNCT.sub(r" \1 ", s).split(), {"aujourd'"})
     return " ".join(CONTRACTION.get(w, w) for w in tokens)
 
@@ -78,8 +86,22 @@ def run_eflomal(src: list[str], tgt: list[str], work: Path, args: argparse.Names
     exe = Path(sys.executable).parent / "eflomal-align"
     if not exe.is_file():
         raise UserError("eflomal-align not found: install it with `.venv/bin/pip install eflomal`")
-    cmd = [str(exe), "-s", str(work / "src"), "-t", str(work / "tgt"), "-f", str(work / "fwd"),
-           "-r", str(work / "rev"), "--model", str(args.model), "--n-samplers", str(args.samplers), "--overwrite"]
+    cmd = [
+        str(exe),
+        "-s",
+        str(work / "src"),
+        "-t",
+        str(work / "tgt"),
+        "-f",
+        str(work / "fwd"),
+        "-r",
+        str(work / "rev"),
+        "--model",
+        str(args.model),
+        "--n-samplers",
+        str(args.samplers),
+        "--overwrite",
+    ]
     if args.length:
         cmd += ["--length", str(args.length)]
     print("running:", " ".join(cmd), file=sys.stderr)
@@ -100,7 +122,7 @@ def parse(line: str) -> set[tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/multi30k", help="Multi30k directory (train.en.gz, train.fr.gz)")
-    p.add_argument("--gold-dir", default=str(GOLD_DIR), help="hansards.src-tgt and hansards.gold")
+    p.add_argument("--gold-dir", default=str(ALIGNMENT_GOLD), help="hansards.src-tgt and hansards.gold")
     p.add_argument("--model", type=int, default=3, help="eflomal model: 1 IBM1, 2 +HMM, 3 +fertility")
     p.add_argument("--samplers", type=int, default=2, help="independent samplers (eflomal --n-samplers)")
     p.add_argument("--length", type=float, default=0.0, help="relative number of iterations (0 = eflomal default)")
@@ -140,18 +162,32 @@ def main() -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for name, links in systems.items():
-            (out / f"{name}.align").write_text("".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n"
-                                                       for x in links), encoding="utf-8")
-        print(f"eflomal-align (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
-              f"({len(train_en)} Multi30k + {n} gold), {seconds:.0f} s; AER on the {n} gold pairs:")
+            (out / f"{name}.align").write_text(
+                "".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n" for x in links), encoding="utf-8"
+            )
+        print(
+            f"eflomal-align (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
+            f"({len(train_en)} Multi30k + {n} gold), {seconds:.0f} s; AER on the {n} gold pairs:"
+        )
         for name, score in results.items():
             print(f"  {name:<20} {format_score(score)}")
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(
-                {"aligner": "eflomal", "model": args.model, "samplers": args.samplers, "training_pairs": len(src),
-                 "seconds": round(seconds, 1), "scores": {k: asdict(v) for k, v in results.items()}}, indent=2)
-                + "\n", encoding="utf-8")
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "aligner": "eflomal",
+                        "model": args.model,
+                        "samplers": args.samplers,
+                        "training_pairs": len(src),
+                        "seconds": round(seconds, 1),
+                        "scores": {k: asdict(v) for k, v in results.items()},
+                    },
+                    indent=2,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
 
 
 if __name__ == "__main__":

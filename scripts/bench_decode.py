@@ -17,9 +17,9 @@ import torch
 
 from mt.checkpoint import load
 from mt.config import DecodeConfig
-from mt.data import read_lines
 from mt.decode import translate_ids
-from mt.translate import latest_checkpoint
+from mt.fileio import read_lines
+from mt.rundir import latest_checkpoint
 
 
 def timed(model, src_ids, cfg, use_cache) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
     python scripts/bench_train.py [--steps 30] [--set model=small train.max_tokens=4096 ...]
 
-Runs the real training step (mt.train.Trainer.train_step) on real batches. Tokens are
+Runs the real training step (mt.engine.Engine.update) on real batches. Tokens are
 non-pad source + target tokens. Model FLOPs count the matmuls of the forward pass on real
 tokens (projections, attention scores, FFN, output layer) x 3 for forward + backward.
 The peak is measured (a large fp32 matmul on all threads) and a nominal figure can be given.
@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from mt.cli import CONFIG_DIR, check_overrides
-from mt.config import register_configs, to_dataclass
-from mt.data import collate
+from mt.batching import bucket_batches, collate
+from mt.cli import compose_config
+from mt.errors import exit_on_user_error
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
 
@@ -64,23 +63,19 @@ def main() -> None:
     p.add_argument("--nominal-peak", type=float, default=0.0, help="nominal fp32 GFLOP/s of this CPU, if known")
     p.add_argument("--json", default="outputs/bench/train.json")
     args = p.parse_args()
-    register_configs()
     overrides = ["data.dir=data/multi30k", "train.progress=false", *args.set]
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = to_dataclass(compose(config_name="config", overrides=overrides))
-    trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))
-    trainer.setup()
+    with exit_on_user_error("bench_train"):
+        cfg = compose_config(overrides)
+        trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))
+        trainer.setup()
     train = trainer.data.splits["train"]
-    from mt.data import bucket_batches
-
     batches = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
     tokens = flops = 0.0
     seconds = 0.0
     for i in range(args.warmup + args.steps):
         batch = collate(train, batches[i % len(batches)])
         start = time.perf_counter()
-        trainer.train_step([batch])
+        trainer.engine.update([batch], step=i + 1)
         elapsed = time.perf_counter() - start
         if i >= args.warmup:
             seconds += elapsed

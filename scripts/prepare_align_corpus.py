@@ -13,7 +13,7 @@ from pathlib import Path
 
 from baseline_eflomal import tokenize_en, tokenize_fr
 
-from mt.data import read_lines
+from mt.fileio import read_lines
 
 SPLITS = ("train", "val", "test_2016_flickr")
 

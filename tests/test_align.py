@@ -8,30 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from mt.align import (
+from mt.align.cli import main
+from mt.align.extract import (
     AlignConfig,
-    GoldLine,
-    aer,
     align_pairs,
     align_translations,
+    align_words,
+    encode_sentences,
     encode_words,
-    flip_gold,
     format_links,
-    grow_diag_final,
-    invert,
-    links_of,
-    main,
-    parse_links,
     pool_words,
-    read_gold_pairs,
-    symmetrize,
     teacher_forced_attention,
     token_matrix,
-    word_matrix,
 )
+from mt.align.gold import GoldLine, aer, flip_gold, parse_links, read_gold_pairs
+from mt.align.symmetrize import grow_diag_final, invert, symmetrize
 from mt.config import DataConfig, DecodeConfig
-from mt.data import read_lines
 from mt.decode import translate_ids
+from mt.fileio import read_lines
 from mt.tokenizer import Tokenizer
 from tests.conftest import TOY, tiny_model
 
@@ -92,6 +86,14 @@ def test_flip_gold():
 
 
 # Subwords -> words, shift --------------------------------------------------------------------
+def links_of(attention, src_word_ids, tgt_word_ids, cfg):
+    return align_words(attention, src_word_ids, tgt_word_ids, cfg).links
+
+
+def word_matrix(attention, src_word_ids, tgt_word_ids, cfg):
+    return align_words(attention, src_word_ids, tgt_word_ids, cfg).matrix
+
+
 def fake_encode(words):
     """'abc' -> 3 pieces (one per letter), like a tokenizer splitting every word into letters."""
     return [[ord(c) for c in w] for w in words]
@@ -102,6 +104,9 @@ def test_encode_words_maps_pieces_to_whitespace_words():
     assert ids == [97, 98, 99, 100, 101, 102]
     assert word_ids == [0, 0, 1, 2, 2, 2]
     assert encode_words(fake_encode, []) == ([], [])
+    # many sentences in one call: the same as one by one, empty sentences included
+    sentences = [["ab", "c"], [], ["def"]]
+    assert encode_sentences(fake_encode, sentences) == [encode_words(fake_encode, s) for s in sentences]
 
 
 def test_pool_words_sums_source_pieces_and_averages_target_pieces():
@@ -120,8 +125,9 @@ def test_words_max_and_subword_links():
     # sum: word 0 gets 0.6 > 0.4 for target 0; max: 0.3 < 0.4
     assert links_of(a, src, tgt, AlignConfig(words="sum", **no_shift)) == [(0, 0), (1, 1)]
     assert links_of(a, src, tgt, AlignConfig(words="max", **no_shift)) == [(1, 0), (1, 1)]
-    assert torch.allclose(word_matrix(a, src, tgt, AlignConfig(words="max", **no_shift)),
-                          torch.tensor([[0.3, 0.4], [0.1, 0.8]]))
+    assert torch.allclose(
+        word_matrix(a, src, tgt, AlignConfig(words="max", **no_shift)), torch.tensor([[0.3, 0.4], [0.1, 0.8]])
+    )
     # subword: argmax per target piece, then word pairs (target word 0 has pieces 0 and 1 here)
     assert links_of(a, src, [0, 0], AlignConfig(words="subword", **no_shift)) == [(1, 0)]
     b = _attention([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.0, 0.0, 1.0]])
@@ -134,9 +140,8 @@ def _attention(rows: list[list[float]]) -> torch.Tensor:
 
 def test_shift_reads_the_row_where_the_target_is_input_and_drops_eos_column():
     # n = 2 target tokens -> rows 0..2, S = 2 source tokens + eos column
-    a = _attention([[0.9, 0.1, 0.0],   # row 0: predicts y0
-                    [0.1, 0.8, 0.1],   # row 1: predicts y1, input y0
-                    [0.0, 0.2, 0.8]])  # row 2: predicts eos, input y1
+    # row 0 predicts y0; row 1 predicts y1 (input y0); row 2 predicts eos (input y1)
+    a = _attention([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.8]])
     assert torch.equal(token_matrix(a, 2, 2, AlignConfig(shift=False)), a[0, 0, :2, :2])
     assert torch.equal(token_matrix(a, 2, 2, AlignConfig(shift=True)), a[0, 0, 1:3, :2])
     assert links_of(a, [0, 1], [0, 1], AlignConfig(shift=False)) == [(0, 0), (1, 1)]
@@ -215,11 +220,14 @@ def test_align_pairs_gives_one_link_per_target_word(toy_checkpoint):
     from mt.checkpoint import load
 
     loaded = load(toy_checkpoint)
-    links = align_pairs(loaded, ["the cat sits", "a", ""], ["die katze sitzt hier", "eine", "x"],
-                        AlignConfig(words="sum"))
+    links = align_pairs(
+        loaded, ["the cat sits", "a", ""], ["die katze sitzt hier", "eine", "x"], AlignConfig(words="sum")
+    )
     assert [len(x) for x in links] == [4, 1, 0]
     assert sorted(j for _, j in links[0]) == [0, 1, 2, 3] and all(0 <= i < 3 for i, _ in links[0])
-    texts, own = align_translations(loaded, ["the cat sits"], AlignConfig(layer=0, head=1, words="max"), beam=2)
+    texts, own = align_translations(
+        loaded, ["the cat sits"], AlignConfig(layer=0, head=1, words="max"), DecodeConfig(beam_size=2)
+    )
     assert len(own[0]) == len(texts[0].split()) > 0
 
 
@@ -230,35 +238,33 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     gold = tmp_path / "gold"
     gold.write_text("1-1 2-2 3-3 4p4\n1-1 2-2\n")  # one-based
     hyp = tmp_path / "hyp"
-    main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--layer", "mean",
-          "--head", "1", "--no-shift", "--words", "sum", "--output", str(hyp)])
+    pairs = ["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt)]
+    main([*pairs, "--layer", "mean", "--head", "1", "--no-shift", "--words", "sum", "--output", str(hyp)])
     lines = hyp.read_text().splitlines()
     assert len(lines) == 2 and all(len(line.split()) == n for line, n in zip(lines, (4, 2)))
-    main(["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt),
-          "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "intersection"])
+    main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "intersection"])
     assert len(capsys.readouterr().out.splitlines()) == 2
     main(["score", "--gold", str(gold), "--hyp", str(hyp), "--gold-one-based"])
     assert "AER" in capsys.readouterr().out
     out_json = tmp_path / "sweep.json"
-    main(["sweep", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
-          "--gold-one-based", "--json", str(out_json)])
+    main(["sweep", *pairs, "--gold", str(gold), "--gold-one-based", "--json", str(out_json)])
     table = capsys.readouterr().out
     assert "best:" in table
     rows = json.loads(out_json.read_text())["rows"]
     assert len(rows) == 3 * 2 * 3 * 3  # words x shift x (2 layers + mean) x (2 heads + mean)
     assert all(0.0 <= r["aer"] <= 1.0 for r in rows)
-    main(["sweep", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
-          "--gold-one-based", "--reverse-checkpoint", str(toy_checkpoint), "--json", str(out_json)])
+    reverse = ["--reverse-checkpoint", str(toy_checkpoint)]
+    main(["sweep", *pairs, "--gold", str(gold), "--gold-one-based", *reverse, "--json", str(out_json)])
     rows = json.loads(out_json.read_text())["rows"]
-    assert {r["system"] for r in rows} == {"forward", "reverse", "intersection", "union", "grow-diag-final",
-                                           "grow-diag-final-and"}
+    systems = {"forward", "reverse", "intersection", "union", "grow-diag-final", "grow-diag-final-and"}
+    assert {r["system"] for r in rows} == systems
     by = {(r["system"], r["layer"], r["head"], r["shift"]): r for r in rows}
     for key in [("mean", "mean", True), (0, 1, False)]:  # intersection never has more links than a direction
         assert by[("intersection", *key)]["hyp_links"] <= by[("forward", *key)]["hyp_links"]
         assert by[("union", *key)]["hyp_links"] >= by[("forward", *key)]["hyp_links"]
     capsys.readouterr()
-    main(["plot", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold),
-          "--gold-one-based", "--lines", "1", "--out", str(tmp_path / "img" / "p{n}.png")])
+    out = str(tmp_path / "img" / "p{n}.png")
+    main(["plot", *pairs, "--gold", str(gold), "--gold-one-based", "--lines", "1", "--out", out])
     assert (tmp_path / "img" / "p1.png").stat().st_size > 1000
 
 
@@ -266,10 +272,20 @@ def test_cli_user_errors_are_one_line(toy_checkpoint, tmp_path, capsys):
     src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
     src.write_text("a\nb\n")
     tgt.write_text("a\n")
+    gold = tmp_path / "gold"
+    gold.write_text("0-0\n")
+    model = ["--checkpoint", str(toy_checkpoint)]
     for argv, message in [
-        (["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt)], "has 2 lines"),
-        (["--checkpoint", str(toy_checkpoint), "--src", str(tmp_path / "nope"), "--tgt", str(tgt)], "not found"),
-        (["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(src), "--layer", "7"], "out of range"),
+        ([*model, "--src", str(src), "--tgt", str(tgt)], "has 2 lines"),
+        ([*model, "--src", str(tmp_path / "nope"), "--tgt", str(tgt)], "not found"),
+        ([*model, "--src", str(src), "--tgt", str(src), "--layer", "7"], "out of range"),
+        (
+            [*model, "--src", str(src), "--translations", str(tmp_path / "h"), "--beam", "0"],
+            "--beam must be at least 1",
+        ),
+        ([*model, "--src", str(src), "--tgt", str(src), "--threads", "-1"], "--threads must be >= 0"),
+        (["plot", *model, "--src", str(src), "--tgt", str(src), "--lines", "3"], "--lines 3"),
+        (["plot", *model, "--src", str(src), "--tgt", str(src), "--lines", "1", "--gold", str(gold)], "has 1 lines"),
         (["score", "--gold", str(src), "--hyp", str(src)], "cannot read"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

@@ -2,15 +2,13 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from mt.cli import CONFIG_DIR, check_overrides
-from mt.config import MTConfig, register_configs, to_dataclass
+from mt.cli import check_overrides, compose_config
+from mt.config import DecodeConfig, ModelConfig, MTConfig, TrainConfig, validate
 from mt.errors import UserError
+from mt.paths import CONFIG_DIR
 
 from .conftest import ROOT
-
-register_configs()
 
 
 def group_options(group):
@@ -23,14 +21,12 @@ def group_options(group):
     + [f"experiment={o}" for o in group_options("experiment")],
 )
 def test_every_config_option_composes(override):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = to_dataclass(compose(config_name="config", overrides=[override]))
-    assert isinstance(cfg, MTConfig)
+    cfg = compose_config([override])
+    assert isinstance(cfg, MTConfig) and cfg.problems() == []
 
 
 def test_defaults_are_multi30k_en_de_small_model():
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = to_dataclass(compose(config_name="config"))
+    cfg = compose_config()
     assert (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang) == ("multi30k", "en", "de")
     assert (cfg.model.d_model, cfg.model.layers, cfg.model.heads) == (256, 3, 4)
 
@@ -61,3 +57,58 @@ def test_cli_prints_composed_config():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "d_model: 64" in proc.stdout and "src_lang: en" in proc.stdout
+
+
+OUT_OF_RANGE = [
+    ("train.lr=-1", "train.lr must be > 0"),
+    ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+    ("train.max_tokens=0", "train.max_tokens must be at least 1"),
+    ("decode.beam_size=0", "decode.beam_size must be at least 1"),
+    ("model.layers=0", "model.layers must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), OUT_OF_RANGE)
+def test_cli_value_out_of_range_is_one_line_and_exit_2(override, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", override,
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mt.train: error: ") and message in lines[0]
+    assert not (tmp_path / "run").exists()  # refused before Hydra wrote anything
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.heads=3", "model.d_model"),  # 256 is not divisible by 3
+        ("model.norm=middle", "model.norm"),
+        ("model.activation=tanh", "model.activation"),
+        ("model.attention_dropout=-0.1", "model.attention_dropout"),
+        ("model.decoder_layers=0", "model.decoder_layers"),
+        ("train.warmup_steps=-5", "train.warmup_steps"),
+        ("train.optimizer=sgd", "train.optimizer"),
+        ("train.precision=fp8", "train.precision"),
+        ("train.label_smoothing=1.0", "train.label_smoothing"),
+        ("train.betas=[0.9]", "train.betas"),
+        ("train.accumulate=0", "train.accumulate"),
+        ("train.device=tpu", "train.device"),
+        ("decode.n_best=9", "decode.n_best"),
+        ("decode.length_penalty=-1", "decode.length_penalty"),
+        ("data.vocab_size=0", "data.vocab_size"),
+        ("data.tgt_lang=en", "data.tgt_lang"),
+        ("data.format=csv", "data.format"),
+        ("data.max_len=1000", "data.max_len"),  # longer than model.max_positions
+    ],
+)
+def test_every_setting_is_range_checked(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        compose_config([override])
+
+
+def test_validation_lists_every_problem_and_accepts_defaults():
+    cfg = MTConfig(model=ModelConfig(layers=0, dropout=2.0), train=TrainConfig(lr=0), decode=DecodeConfig())
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    assert all(key in str(err.value) for key in ("model.layers", "model.dropout", "train.lr"))
+    assert ModelConfig().problems() == [] and TrainConfig().problems() == [] and DecodeConfig().problems() == []

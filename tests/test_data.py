@@ -3,8 +3,9 @@ import gzip
 import numpy as np
 import pytest
 
+from mt.batching import bucket_batches, padding_waste
 from mt.config import DataConfig
-from mt.data import bucket_batches, load_raw, padding_waste, prepare, read_iwslt_xml
+from mt.data import load_raw, prepare, read_iwslt_xml
 from mt.errors import UserError
 
 from .conftest import TOY

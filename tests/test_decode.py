@@ -1,7 +1,7 @@
 import torch
 
+from mt.batching import source_tensor
 from mt.config import DecodeConfig
-from mt.data import source_tensor
 from mt.decode import beam_search, greedy_search, length_penalty, translate_ids
 from mt.tokenizer import EOS_ID
 

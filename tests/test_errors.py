@@ -30,8 +30,8 @@ def corpus_copy(tmp_path):
         ("vocab larger than the corpus allows", "too large for this training corpus"),
         ("unwritable output directory", "cannot write to the run directory"),
         ("source language the corpus lacks", "no 'xx' side"),
-        ("heads do not divide d_model", "not divisible"),
-        ("beam size 0", "decode.beam_size must be >= 1"),
+        ("heads do not divide d_model", "model.d_model must be divisible by model.heads"),
+        ("beam size 0", "decode.beam_size must be at least 1"),
         ("unknown precision", "train.precision must be"),
     ],
 )

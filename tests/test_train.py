@@ -10,11 +10,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import mt.train as train_module
+import mt.engine as engine_module
 from mt.checkpoint import read
+from mt.engine import learning_rate
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save
-from mt.train import learning_rate, run
+from mt.train import run
 
 from .conftest import ROOT, toy_config
 
@@ -140,7 +141,7 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, monkeypatc
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-    real = train_module.batch_loss
+    real = engine_module.batch_loss
     calls = {"n": 0}
 
     def sometimes_nan(model, batch, smoothing):
@@ -148,11 +149,11 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         calls["n"] += 1
         return (loss * float("nan"), nll, n) if calls["n"] in (3, 4) else (loss, nll, n)
 
-    monkeypatch.setattr(train_module, "batch_loss", sometimes_nan)
+    monkeypatch.setattr(engine_module, "batch_loss", sometimes_nan)
     metrics = run(toy_config(tmp_path, max_steps=10, eval_every=0, max_epochs=1), tmp_path / "a")
     assert metrics["nonfinite_steps"] == 2 and metrics["steps"] == 10
 
-    monkeypatch.setattr(train_module, "batch_loss", lambda m, b, s: tuple(
+    monkeypatch.setattr(engine_module, "batch_loss", lambda m, b, s: tuple(
         (x * float("nan") if i == 0 else x) for i, x in enumerate(real(m, b, s))))
     with pytest.raises(UserError, match="non-finite losses in a row"):
         run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")

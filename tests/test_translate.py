@@ -51,12 +51,37 @@ def test_n_best_prints_scores(ckpt, capsys, monkeypatch):
 
 def test_show_attention_and_plot(ckpt, capsys, monkeypatch, tmp_path):
     png = tmp_path / "attn.png"
-    code, out, _ = translate(["--checkpoint", ckpt, "--show-attention", "--plot", str(png), SENTENCE], capsys,
-                             monkeypatch)
+    code, out, _ = translate(
+        ["--checkpoint", ckpt, "--show-attention", "--plot", str(png), SENTENCE], capsys, monkeypatch
+    )
     assert code == 0 and png.stat().st_size > 1000
     header = out.splitlines()[1]
     assert header.split() == SENTENCE.split()  # words, not subword pieces
     assert "alignment: " in out
+
+
+def test_show_attention_gives_the_links_of_mt_align(ckpt, capsys, monkeypatch, tmp_path):
+    """One pooling path: `mt.translate --show-attention` and `mt.align --translations` (same beam,
+    default AlignConfig) show the same translation words, the same links, and the grid stars them."""
+    from mt.align.cli import main as align
+
+    src, translations, links = tmp_path / "src.txt", tmp_path / "hyp.txt", tmp_path / "hyp.align"
+    src.write_text(SENTENCE + "\n")
+    outputs = ["--translations", str(translations), "--output", str(links)]
+    align(["--checkpoint", ckpt, "--src", str(src), *outputs, "--beam", "5"])
+    src_words, tgt_words = SENTENCE.split(), translations.read_text().split()
+    pairs = [tuple(map(int, link.split("-"))) for link in links.read_text().split()]
+    assert len({j for _, j in pairs}) == len(tgt_words) > 0  # every target word linked
+
+    code, out, _ = translate(["--checkpoint", ckpt, "--beam", "5", "--show-attention", SENTENCE], capsys, monkeypatch)
+    lines = out.splitlines()
+    assert code == 0 and lines[-1].startswith("alignment: ")
+    shown = [tuple(x.split("->")) for x in lines[-1].removeprefix("alignment: ").split("  ")]
+    assert shown == [(src_words[i], tgt_words[j]) for i, j in pairs]
+    header, *rows = lines[1:-1]
+    assert header.split() == src_words and [row.split()[0] for row in rows] == tgt_words
+    starred = {(i, j) for j, row in enumerate(rows) for i, cell in enumerate(row.split()[1:]) if cell.endswith("*")}
+    assert starred == set(pairs)
 
 
 def test_no_run_yet_says_make_train(capsys, monkeypatch, tmp_path):
@@ -80,7 +105,7 @@ def test_no_run_yet_says_make_train(capsys, monkeypatch, tmp_path):
         ("directory instead of file", 2, "is a directory"),
         ("beam 0", 2, "--beam must be at least 1"),
         ("beam -3", 2, "--beam must be at least 1"),
-        ("n-best above beam", 2, "--n-best must be between"),
+        ("n-best above beam", 2, "--n-best must not exceed --beam (2), got 3"),
     ],
 )
 def test_bad_input_matrix(case, expect_code, expect, ckpt, capsys, monkeypatch, tmp_path):

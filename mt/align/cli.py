@@ -1,0 +1,301 @@
+"""Word alignments from a model's cross-attention, and alignment error rate (AER) against gold.
+
+    python -m mt.align --checkpoint CKPT --src FILE --tgt FILE [--layer N|mean] [--head N|mean]
+                       [--no-shift] [--reverse-checkpoint CKPT2 --symmetrize grow-diag-final] > out.align
+    python -m mt.align --checkpoint CKPT --src FILE --translations OUT      # align own translations
+    python -m mt.align score --gold G --hyp H [--gold-one-based]
+    python -m mt.align sweep --checkpoint CKPT --src FILE --tgt FILE --gold G [--gold-one-based] [--json F]
+    python -m mt.align prepare-gold --out data/align
+    python -m mt.align plot --checkpoint CKPT --src FILE --tgt FILE --lines 5 9 --gold G --out 'img/{n}.png'
+
+Alignments are Pharaoh `i-j` (0-based, source word - target word), one line per sentence pair.
+Source and target files are whitespace-tokenized: every whitespace token is one word, and
+subword pieces are mapped back to those words (pieces of a word are encoded word by word).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+from mt.align.experiment import plot_pairs, sweep, sweep_table
+from mt.align.extract import (
+    WORDS,
+    AlignConfig,
+    align_pairs,
+    align_translations,
+    check_config,
+    encode_pairs,
+    format_links,
+    model_dims,
+    pair_attention,
+    source_limit,
+)
+from mt.align.gold import GoldLine, aer, flip_gold, format_score, read_alignment_file, read_gold_pairs
+from mt.align.symmetrize import SYMMETRIZE, invert, symmetrize
+from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_write_json, atomic_write_text, read_lines
+from mt.paths import ALIGNMENT_GOLD
+
+
+def _layer(value: str) -> int | None:
+    if value == "mean":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or 'mean', got '{value}'") from None
+
+
+def _show(value: int | None) -> str:
+    return "mean" if value is None else str(value)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    defaults = AlignConfig()
+    p.add_argument(
+        "--layer",
+        type=_layer,
+        default=defaults.layer,
+        help=f"decoder layer (0-based) or 'mean' (default: {_show(defaults.layer)})",
+    )
+    p.add_argument(
+        "--head", type=_layer, default=defaults.head, help=f"attention head or 'mean' (default: {_show(defaults.head)})"
+    )
+    p.add_argument(
+        "--shift",
+        dest="shift",
+        action="store_true",
+        default=defaults.shift,
+        help="read target word j at the step where it is the decoder input",
+    )
+    p.add_argument(
+        "--no-shift", dest="shift", action="store_false", help="read target word j at the step that predicts it"
+    )
+    p.add_argument(
+        "--words",
+        choices=WORDS,
+        default=defaults.words,
+        help="subwords -> words: sum / max over source pieces, or subword-level links (default: %(default)s)",
+    )
+
+
+def _config(args: argparse.Namespace) -> AlignConfig:
+    return AlignConfig(args.layer, args.head, args.shift, args.words)
+
+
+def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint of the source->target model")
+    p.add_argument("--src", required=True, help="source file, whitespace-tokenized, one sentence per line")
+    p.add_argument(
+        "--tgt",
+        required=tgt_required,
+        help="target file (teacher forcing on it); without it, align the model's own translations",
+    )
+    add_device_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mt.align", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="word alignments (default subcommand)")
+    _add_model_args(e, tgt_required=False)
+    _add_config_args(e)
+    e.add_argument("--reverse-checkpoint", help="target->source model, for symmetrization")
+    e.add_argument(
+        "--symmetrize",
+        default="grow-diag-final",
+        choices=SYMMETRIZE,
+        help="how to combine with --reverse-checkpoint (default: %(default)s)",
+    )
+    e.add_argument("--translations", help="without --tgt: write the model's translations here")
+    add_decode_args(e)  # --beam, --alpha, --max-tokens: decoding the translations (without --tgt)
+    e.add_argument("--output", help="write alignments here (default: standard output)")
+
+    s = sub.add_parser("score", help="precision, recall and AER of alignments against gold")
+    s.add_argument("--gold", required=True, help="gold links: i-j sure, ipj possible")
+    s.add_argument("--hyp", required=True, help="hypothesis links, Pharaoh i-j, 0-based")
+    s.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
+    s.add_argument("--gold-reversed", action="store_true", help="gold links are target-source")
+    s.add_argument("--json", help="also write the scores here")
+
+    w = sub.add_parser("sweep", help="AER for every layer x head x shift")
+    _add_model_args(w, tgt_required=True)
+    w.add_argument("--gold", required=True, help="gold links: i-j sure, ipj possible")
+    w.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
+    w.add_argument(
+        "--gold-reversed",
+        action="store_true",
+        help="gold links are target-source (e.g. scoring a fr->en model on en-fr gold)",
+    )
+    w.add_argument("--reverse-checkpoint", help="target->source model: also sweep it and the symmetrizations")
+    w.add_argument("--json", help="write the table here as JSON")
+
+    q = sub.add_parser("plot", help="word-level attention heatmaps of chosen sentence pairs")
+    _add_model_args(q, tgt_required=True)
+    _add_config_args(q)
+    q.add_argument("--lines", type=int, nargs="+", required=True, help="line numbers (from 1) to plot")
+    q.add_argument("--gold", help="gold links to draw (squares: sure solid, possible dotted)")
+    q.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
+    q.add_argument("--out", default="align_{n}.png", help="output file, {n} = line number (default: %(default)s)")
+
+    g = sub.add_parser("prepare-gold", help="write the gold sentences as plain text for training / aligning")
+    g.add_argument("--gold-dir", default=str(ALIGNMENT_GOLD), help="directory with hansards.src-tgt and hansards.gold")
+    g.add_argument("--out", default="data/align", help="output directory (default: %(default)s)")
+    return p
+
+
+def read_parallel(src: str, tgt: str | None) -> tuple[list[str], list[str] | None]:
+    for p in (src, tgt):
+        if p is not None and not Path(p).is_file():
+            raise UserError(f"file not found: {p}")
+    s = read_lines(Path(src))
+    if tgt is None:
+        return s, None
+    t = read_lines(Path(tgt))
+    if len(s) != len(t):
+        raise UserError(f"{src} has {len(s)} lines but {tgt} has {len(t)}")
+    return s, t
+
+
+def _read_gold(args: argparse.Namespace) -> list[GoldLine]:
+    gold = read_alignment_file(args.gold, args.gold_one_based)
+    return flip_gold(gold) if getattr(args, "gold_reversed", False) else gold
+
+
+def _same_length(gold: list[GoldLine], args: argparse.Namespace, other: str, lines: int) -> None:
+    if len(gold) != lines:
+        raise UserError(f"{args.gold} has {len(gold)} lines but {other} has {lines}")
+
+
+def _load(path: str, device):
+    from mt.checkpoint import load
+
+    return load(path, device)
+
+
+def _write_lines(path: str | None, lines: Iterable[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if path:
+        atomic_write_text(Path(path), text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def run_extract(args: argparse.Namespace) -> None:
+    device = setup_device(args)
+    cfg = _config(args)
+    src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    if tgt_lines is None:
+        if args.reverse_checkpoint:
+            raise UserError("--reverse-checkpoint needs --tgt (symmetrization aligns given pairs)")
+        if not args.translations:
+            raise UserError("without --tgt, give --translations FILE to keep the translations that are aligned")
+        decode = decode_config(args)
+        texts, links = align_translations(_load(args.checkpoint, device), src_lines, cfg, decode, device)
+        _write_lines(args.translations, texts)
+        _write_lines(args.output, (format_links(x) for x in links))
+        return
+    links = align_pairs(_load(args.checkpoint, device), src_lines, tgt_lines, cfg, device)
+    if args.reverse_checkpoint:
+        backward = align_pairs(_load(args.reverse_checkpoint, device), tgt_lines, src_lines, cfg, device)
+        links = [symmetrize(f, invert(b), args.symmetrize) for f, b in zip(links, backward)]
+    _write_lines(args.output, (format_links(x) for x in links))
+
+
+def run_score(args: argparse.Namespace) -> None:
+    gold = _read_gold(args)
+    hyp_lines = read_alignment_file(args.hyp)
+    _same_length(gold, args, args.hyp, len(hyp_lines))
+    score = aer(gold, [h.possible for h in hyp_lines])
+    print(format_score(score))
+    if args.json:
+        atomic_write_json(Path(args.json), asdict(score))
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    device = setup_device(args)
+    src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    assert tgt_lines is not None
+    gold = _read_gold(args)
+    _same_length(gold, args, args.src, len(src_lines))
+    loaded = _load(args.checkpoint, device)
+    layers, heads = model_dims(loaded)
+    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
+    att = pair_attention(loaded, enc, device)
+    reverse = None
+    if args.reverse_checkpoint:
+        rev = _load(args.reverse_checkpoint, device)
+        if model_dims(rev) != (layers, heads):
+            raise UserError(
+                f"--reverse-checkpoint has {model_dims(rev)} decoder layers/heads, the forward model "
+                f"{(layers, heads)}: the sweep pairs them configuration by configuration"
+            )
+        rev_enc = encode_pairs(rev.tokenizer, tgt_lines, src_lines, source_limit(rev))
+        reverse = (pair_attention(rev, rev_enc, device), rev_enc)
+    rows = sweep(att, enc, gold, layers, heads, reverse)
+    for system in dict.fromkeys(r["system"] for r in rows):
+        name = {"forward": args.checkpoint, "reverse": args.reverse_checkpoint}.get(system, system)
+        print(
+            f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced, argmax per "
+            f"target word{'' if system == 'forward' else ', per direction'})"
+        )
+        print(sweep_table(rows, heads, system) + "\n")
+    if args.json:
+        runs = {"checkpoint": args.checkpoint, "reverse_checkpoint": args.reverse_checkpoint, "gold": args.gold}
+        atomic_write_json(Path(args.json), {**runs, "sentences": len(gold), "rows": rows})
+
+
+def run_plot(args: argparse.Namespace) -> None:
+    """Word-level attention heatmaps of chosen pairs, gold links (squares) and links (dots)."""
+    device = setup_device(args)
+    src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    assert tgt_lines is not None
+    for n in args.lines:
+        if not 1 <= n <= len(src_lines):
+            raise UserError(f"--lines {n}: {args.src} has {len(src_lines)} lines (numbered from 1)")
+    gold = _read_gold(args) if args.gold else None
+    if gold is not None:
+        _same_length(gold, args, args.src, len(src_lines))
+    loaded = _load(args.checkpoint, device)
+    cfg = _config(args)
+    check_config(cfg, *model_dims(loaded))
+    for path in plot_pairs(loaded, src_lines, tgt_lines, args.lines, cfg, args.out, gold, device):
+        print(f"wrote {path}")
+
+
+def run_prepare_gold(args: argparse.Namespace) -> None:
+    gold_dir, out = Path(args.gold_dir), Path(args.out)
+    en, fr = read_gold_pairs(gold_dir / "hansards.src-tgt")
+    _write_lines(str(out / "hansards.en"), en)
+    _write_lines(str(out / "hansards.fr"), fr)
+    print(
+        f"wrote {len(en)} pairs to {out}/hansards.en and {out}/hansards.fr; "
+        f"gold links: {gold_dir / 'hansards.gold'} (one-based)"
+    )
+
+
+COMMANDS = {
+    "extract": run_extract,
+    "score": run_score,
+    "sweep": run_sweep,
+    "prepare-gold": run_prepare_gold,
+    "plot": run_plot,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "extract")  # `python -m mt.align --checkpoint ...` means extract
+    args = build_parser().parse_args(argv)
+    with exit_on_user_error("mt.align"):
+        COMMANDS[args.command](args)

@@ -1,0 +1,320 @@
+"""Word alignments from cross-attention: subword pieces -> words, pooling, links.
+
+Attention convention (as produced by `mt.decode` and `teacher_forced_attention`):
+[L, H, R, S+1] where row r is the decoder step that *predicts* target token r (row n
+predicts eos) and the last column is the source eos. "shift" reads target token j from
+row j + 1, the step where it is the decoder *input*.
+
+Words. Sources are always encoded word by word (`encode_sentences`): each whitespace token on
+its own, so the pieces of word k are exactly those of token k, against gold as in `mt.translate`
+(which encodes its input the same way; with sentencepiece's whitespace splitting the ids equal
+those of the whole line). Given targets are encoded the same way; a *generated* target has no
+given words, so its pieces are grouped at the `▁` word marker and joined (`join_words`).
+
+One path. `python -m mt.align` (given pairs, own translations, sweep, plots) and
+`mt.translate --show-attention` all go from attention to a word matrix and links through
+`align_words`, so they agree for the same sentence and `AlignConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from mt.config import DecodeConfig
+from mt.errors import UserError
+from mt.tokenizer import WORD_START, words_of_pieces
+
+Link = tuple[int, int]  # (source word, target word), 0-based
+WORDS = ("sum", "max", "subword")
+
+
+@dataclass
+class AlignConfig:
+    # Defaults: the best configuration measured for the Multi30k en->fr model (1,200 updates) on
+    # the Hansards en-fr gold (docs/alignment.md): mean of layers and heads, no shift, max pooling.
+    layer: int | None = None  # decoder layer (negative counts from the end); None = mean of layers
+    head: int | None = None  # None = mean of heads
+    shift: bool = False  # True: read target token j from row j + 1 (where it is the decoder input)
+    # Subwords -> words for links: "sum" (sum source pieces, mean target pieces, then argmax per
+    # target word), "max" (max over source pieces instead of the sum), "subword" (argmax per target
+    # piece; two words are linked if any of their pieces are).
+    words: str = "max"
+
+    def name(self) -> str:
+        layer = "mean" if self.layer is None else str(self.layer)
+        head = "mean" if self.head is None else str(self.head)
+        return f"layer={layer} head={head} shift={'yes' if self.shift else 'no'} words={self.words}"
+
+
+def check_config(cfg: AlignConfig, layers: int, heads: int) -> None:
+    if cfg.layer is not None and not -layers <= cfg.layer < layers:
+        raise UserError(f"--layer {cfg.layer} is out of range: the model has {layers} decoder layers")
+    if cfg.head is not None and not -heads <= cfg.head < heads:
+        raise UserError(f"--head {cfg.head} is out of range: the model has {heads} heads")
+
+
+# Words <-> subword pieces ------------------------------------------------------------------
+Encode = Callable[[list[str]], list[list[int]]]  # Tokenizer.encode_src / encode_tgt
+
+
+def encode_sentences(encode: Encode, sentences: Sequence[Sequence[str]]) -> list[tuple[list[int], list[int]]]:
+    """Whitespace-tokenized sentences -> (piece ids, word index of each piece) per sentence.
+
+    Every word is encoded on its own (all words of all sentences in one call to `encode`), so
+    subword -> word matches the given tokens exactly.
+    """
+    pieces = iter(encode([w for words in sentences for w in words]) if any(sentences) else [])
+    out = []
+    for words in sentences:
+        ids: list[int] = []
+        word_ids: list[int] = []
+        for w in range(len(words)):
+            piece_ids = next(pieces)
+            ids += piece_ids
+            word_ids += [w] * len(piece_ids)
+        out.append((ids, word_ids))
+    return out
+
+
+def encode_words(encode: Encode, words: Sequence[str]) -> tuple[list[int], list[int]]:
+    """One whitespace-tokenized sentence -> (piece ids, word index of each piece)."""
+    return encode_sentences(encode, [words])[0]
+
+
+def join_words(pieces: list[str], word_ids: list[int]) -> list[str]:
+    """The words of grouped pieces: pieces concatenated, `▁` removed (a lone `▁` stays)."""
+    words = [""] * (max(word_ids) + 1 if word_ids else 0)
+    for piece, w in zip(pieces, word_ids):
+        words[w] += piece
+    return [w.replace(WORD_START, "") or WORD_START for w in words]
+
+
+# Attention -> word matrix -> links -----------------------------------------------------------
+def select(attention: Tensor, cfg: AlignConfig) -> Tensor:
+    """[L,H,R,S+1] -> [R,S+1] for the configured layer/head (or their mean)."""
+    a = attention.float()
+    a = a.mean(0) if cfg.layer is None else a[cfg.layer]
+    return a.mean(0) if cfg.head is None else a[cfg.head]
+
+
+def token_matrix(attention: Tensor, n_src: int, n_tgt: int, cfg: AlignConfig) -> Tensor:
+    """Rows for the n_tgt target tokens (shifted or not), source eos column dropped -> [n_tgt, n_src]."""
+    a = select(attention, cfg)
+    rows = a[1 : n_tgt + 1] if cfg.shift else a[:n_tgt]
+    return rows[:, :n_src]
+
+
+def pool_words(matrix: Tensor, src_words: list[int], tgt_words: list[int]) -> Tensor:
+    """Subword [n_tgt, n_src] -> word [T_words, S_words]: sum over source pieces, mean over target pieces."""
+    n_sw, n_tw = max(src_words) + 1, max(tgt_words) + 1
+    src_index = torch.tensor(src_words)
+    tgt_index = torch.tensor(tgt_words)
+    by_src = torch.zeros(matrix.size(0), n_sw).index_add_(1, src_index, matrix)
+    summed = torch.zeros(n_tw, n_sw).index_add_(0, tgt_index, by_src)
+    counts = torch.bincount(tgt_index, minlength=n_tw).clamp(min=1).unsqueeze(1)
+    return summed / counts
+
+
+def pool_words_max(matrix: Tensor, src_words: list[int], tgt_words: list[int]) -> Tensor:
+    """Like pool_words, but the maximum (not the sum) over the pieces of a source word."""
+    n_sw = max(src_words) + 1
+    index = torch.tensor(src_words).expand(matrix.size(0), -1)
+    by_src = torch.zeros(matrix.size(0), n_sw).scatter_reduce_(1, index, matrix, "amax", include_self=False)
+    return pool_words(by_src, list(range(n_sw)), tgt_words)
+
+
+def argmax_links(matrix: Tensor) -> list[Link]:
+    """Each target word aligned to the source word it attends to most: (source, target) pairs."""
+    if matrix.numel() == 0:
+        return []
+    best = matrix.argmax(dim=1).tolist()
+    return sorted((int(i), j) for j, i in enumerate(best))
+
+
+class WordAlignment(NamedTuple):
+    matrix: Tensor  # [target words, source words], pooled as AlignConfig.words says ("subword": summed)
+    links: list[Link]  # sorted (source word, target word) pairs
+
+
+def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[int], cfg: AlignConfig) -> WordAlignment:
+    """The one path from attention [L,H,n+1,S+1] to words: select layer/head and rows (shift),
+    pool the pieces of each word (cfg.words) and link every target word.
+
+    `src_word_ids` / `tgt_word_ids` give the word index of each source / target piece.
+    """
+    if cfg.words not in WORDS:
+        raise UserError(f"words must be one of {', '.join(WORDS)}, not '{cfg.words}'")
+    if not src_word_ids or not tgt_word_ids:
+        return WordAlignment(torch.zeros(0, 0), [])
+    tokens = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg)
+    if cfg.words == "max":
+        matrix = pool_words_max(tokens, src_word_ids, tgt_word_ids)
+    else:
+        matrix = pool_words(tokens, src_word_ids, tgt_word_ids)
+    if cfg.words == "subword":
+        best = tokens.argmax(dim=1).tolist()
+        return WordAlignment(matrix, sorted({(src_word_ids[i], tgt_word_ids[j]) for j, i in enumerate(best)}))
+    return WordAlignment(matrix, argmax_links(matrix))
+
+
+def attention_grid_text(
+    matrix: Tensor, src_words: list[str], tgt_words: list[str], links: Iterable[Link] | None = None
+) -> str:
+    """The word-level attention as a text table, in percent of each row; * marks the links
+    (without `links`: each row's maximum)."""
+    if matrix.numel() == 0:
+        return "(nothing to show)"
+    share = matrix / matrix.sum(dim=1, keepdim=True).clamp(min=1e-9)
+    marked = set(links) if links is not None else {(int(share[j].argmax()), j) for j in range(len(tgt_words))}
+    widths = [max(4, len(w)) for w in src_words]
+    label = max(len(w) for w in tgt_words)
+    lines = [" " * label + "  " + " ".join(w.rjust(n) for w, n in zip(src_words, widths))]
+    for j, word in enumerate(tgt_words):
+        cells = [
+            (f"{round(100 * float(v))}" + ("*" if (i, j) in marked else " ")).rjust(n)
+            for i, (v, n) in enumerate(zip(share[j], widths))
+        ]
+        lines.append(word.ljust(label) + "  " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def format_links(links: Iterable[Link]) -> str:
+    """Pharaoh format, 0-based: `source-target` pairs."""
+    return " ".join(f"{i}-{j}" for i, j in sorted(links))
+
+
+# Attention from a model ---------------------------------------------------------------------
+@torch.no_grad()
+def teacher_forced_attention(
+    model, src_ids: Sequence[list[int]], tgt_ids: Sequence[list[int]], device="cpu", max_tokens: int = 4000
+) -> list[Tensor]:
+    """Cross-attention of the model reading the reference target: one [L,H,n+1,S+1] per pair.
+
+    Rows follow the convention above (input [bos, y1..yn]; row r predicts y_{r+1} / eos).
+    """
+    from mt.batching import pad, source_tensor
+    from mt.tokenizer import BOS_ID
+
+    model.eval()
+    out: list[Tensor | None] = [None] * len(src_ids)
+    order = sorted(range(len(src_ids)), key=lambda i: (len(src_ids[i]), len(tgt_ids[i])), reverse=True)
+    start = 0
+    while start < len(order):
+        width = max(len(src_ids[order[start]]), len(tgt_ids[order[start]])) + 1
+        chunk = order[start : start + max(1, max_tokens // width)]
+        src = source_tensor([list(src_ids[i]) for i in chunk]).to(device)
+        tgt_in = pad([[BOS_ID] + list(tgt_ids[i]) for i in chunk]).to(device)
+        _, attention = model(src, tgt_in, need_weights=True)
+        stacked = torch.stack(attention, dim=1).float().cpu()  # [B,L,H,T,S]
+        for b, i in enumerate(chunk):
+            out[i] = stacked[b, :, :, : len(tgt_ids[i]) + 1, : len(src_ids[i]) + 1].clone()
+        start += len(chunk)
+    return out  # type: ignore[return-value]
+
+
+def model_dims(loaded) -> tuple[int, int]:
+    """(decoder layers, heads) of a loaded checkpoint."""
+    return len(loaded.model.decoder), loaded.model.config.heads
+
+
+def source_limit(loaded) -> int:
+    return loaded.model.config.max_positions - 1  # room for the eos
+
+
+@dataclass
+class Encoded:
+    """Sentence pairs as piece ids with the word index of every piece."""
+
+    src_ids: list[list[int]]
+    src_words: list[list[int]]
+    tgt_ids: list[list[int]]
+    tgt_words: list[list[int]]
+
+
+def encode_pairs(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str], limit: int) -> Encoded:
+    """Both sides encoded word by word (`encode_sentences`), each cut to `limit` pieces."""
+    src = encode_sentences(tokenizer.encode_src, [s.split() for s in src_lines])
+    tgt = encode_sentences(tokenizer.encode_tgt, [t.split() for t in tgt_lines])
+    cut = lambda pairs, k: [pair[k][:limit] for pair in pairs]
+    return Encoded(cut(src, 0), cut(src, 1), cut(tgt, 0), cut(tgt, 1))
+
+
+def pair_attention(loaded, enc: Encoded, device) -> list[Tensor]:
+    """Teacher-forced attention per pair; pairs with an empty side get an empty tensor (no links)."""
+    keep = [i for i in range(len(enc.src_ids)) if enc.src_ids[i] and enc.tgt_ids[i]]
+    att = teacher_forced_attention(loaded.model, [enc.src_ids[i] for i in keep], [enc.tgt_ids[i] for i in keep], device)
+    out = [torch.zeros(0)] * len(enc.src_ids)
+    for i, a in zip(keep, att):
+        out[i] = a
+    return out
+
+
+def all_links(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[list[Link]]:
+    return [
+        align_words(a, sw, tw, cfg).links if a.numel() else [] for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)
+    ]
+
+
+def align_pairs(
+    loaded, src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: AlignConfig, device="cpu"
+) -> list[list[Link]]:
+    """Teacher-forced alignments of whitespace-tokenized pairs: one list of (src, tgt) links per pair."""
+    check_config(cfg, *model_dims(loaded))
+    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
+    return all_links(pair_attention(loaded, enc, device), enc, cfg)
+
+
+@dataclass
+class AlignedTranslation:
+    src_words: list[str]  # the source words the pieces cover
+    tgt_words: list[str]  # the translation's pieces joined at `▁`
+    matrix: Tensor  # [target words, source words] (align_words)
+    links: list[Link]
+
+
+def align_hypothesis(
+    tokenizer, src_words: Sequence[str], src_word_ids: list[int], hyp, cfg: AlignConfig
+) -> AlignedTranslation:
+    """Align a decoded hypothesis (mt.decode.Hypothesis with attention) to its source words.
+
+    `src_word_ids`: word index of each source piece the model read (encode_sentences, truncated).
+    """
+    pieces = tokenizer.tgt_pieces(hyp.tokens)
+    tgt_word_ids = words_of_pieces(pieces)
+    src = list(src_words[: max(src_word_ids) + 1]) if src_word_ids else []
+    matrix, links = torch.zeros(0, 0), []
+    if hyp.attention is not None:
+        matrix, links = align_words(hyp.attention, src_word_ids, tgt_word_ids, cfg)
+    return AlignedTranslation(src, join_words(pieces, tgt_word_ids), matrix, links)
+
+
+def align_translations(
+    loaded, src_lines: Sequence[str], cfg: AlignConfig, decode: DecodeConfig | None = None, device="cpu"
+) -> tuple[list[str], list[list[Link]]]:
+    """Translate, then align each translation word (pieces grouped at `▁`) to a source word.
+
+    Returns the translations as whitespace-separated words (the words the links index) and the links.
+    """
+    from mt.decode import translate_ids
+
+    check_config(cfg, *model_dims(loaded))
+    tok, limit = loaded.tokenizer, source_limit(loaded)
+    words = [s.split() for s in src_lines]
+    encoded = [(ids[:limit], wids[:limit]) for ids, wids in encode_sentences(tok.encode_src, words)]
+    keep = [i for i, (ids, _) in enumerate(encoded) if ids]
+    results = translate_ids(
+        loaded.model, [encoded[i][0] for i in keep], decode or DecodeConfig(), device, need_attention=True
+    )
+    texts, links = [""] * len(src_lines), [[] for _ in src_lines]
+    for i, hyps in zip(keep, results):
+        if hyps:
+            # The words the links index: pieces joined at `▁` (sentencepiece's detokenization could
+            # merge or split words differently, so it is not used here).
+            aligned = align_hypothesis(tok, words[i], encoded[i][1], hyps[0], cfg)
+            texts[i], links[i] = " ".join(aligned.tgt_words), aligned.links
+    return texts, links

@@ -1,0 +1,126 @@
+"""One optimizer update: the model as trained (DDP, compile), optimizer, mixed precision, clipping.
+
+The training loop (mt.train) decides which batches and when; `Engine.update` does the arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mt import distributed
+from mt.config import TrainConfig
+from mt.device import keep_freed_memory, pick_device
+from mt.loss import batch_loss
+from mt.model import Transformer
+from mt.tokenizer import PAD_ID
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def learning_rate(step: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:
+    """Linear warmup to `lr`, then inverse square root decay (Noam), floored at min_lr."""
+    step = max(step, 1)
+    if warmup <= 0:
+        return lr
+    return max(min_lr, lr * min(step / warmup, math.sqrt(warmup / step)))
+
+
+def training_device(tc: TrainConfig) -> tuple[torch.device, distributed.Dist]:
+    """The device this process trains on, and its place in a torchrun process group (if any)."""
+    device = pick_device(tc.device, "train.device")
+    dist = distributed.init_from_env(device.type == "cuda")
+    if device.type == "cpu":
+        keep_freed_memory()
+    if dist.enabled and device.type == "cuda":
+        device = torch.device(dist.device)
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    return device, dist
+
+
+@dataclass
+class Engine:
+    model: Transformer  # the weights (what checkpoints hold)
+    step_model: torch.nn.Module  # what computes the loss: the model, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # enabled for fp16 only; otherwise every call is the identity
+    amp_dtype: torch.dtype | None
+    device: torch.device
+    dist: distributed.Dist
+    tc: TrainConfig
+
+    @classmethod
+    def build(cls, model: Transformer, tc: TrainConfig, device: torch.device, dist: distributed.Dist) -> Engine:
+        model.to(device)
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[tc.optimizer](
+            model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay
+        )
+        amp_dtype = autocast_dtype(tc.precision, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        step_model: torch.nn.Module = model
+        if dist.enabled:
+            # Replicas start from rank 0's weights; dropout differs per rank from here on.
+            ids = [device.index] if device.type == "cuda" else None
+            step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            torch.manual_seed(tc.seed + dist.rank)
+        if tc.compile:
+            step_model = torch.compile(step_model)
+        return cls(model, step_model, optimizer, scaler, amp_dtype, device, dist, tc)
+
+    def _backward(self, batches: list, target_tokens: int) -> tuple[float, float]:
+        """Accumulate the gradient of the micro-batches; DDP syncs only on the last."""
+        d, total_loss, total_nll = self.dist, 0.0, 0.0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with contextlib.nullcontext() if last or not d.enabled else self.step_model.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss, nll, _ = batch_loss(self.step_model, batch, self.tc.label_smoothing)
+                scaled = loss / target_tokens
+                if d.enabled:
+                    scaled = scaled * d.world  # DDP averages gradients over ranks; undo that to sum them
+                self.scaler.scale(scaled).backward()
+            total_loss += float(loss.detach())
+            total_nll += float(nll)
+        return total_loss, total_nll
+
+    def update(self, micro_batches: list, step: int) -> dict[str, float] | None:
+        """Update number `step` over `accumulate` micro-batches; None (and no update) if not finite."""
+        tc, d = self.tc, self.dist
+        self.model.train()
+        lr = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [b.to(self.device) for b in micro_batches]
+        # Normalize by the target tokens of the whole update, over all ranks.
+        (target_tokens,) = distributed.all_sum([sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)], d)
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, total_nll = self._backward(batches, target_tokens)
+        total_loss, total_nll, tokens = distributed.all_sum(
+            [total_loss, total_nll, sum(b.num_tokens for b in batches)], d
+        )
+        if not math.isfinite(total_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.scaler.unscale_(self.optimizer)
+        max_norm = tc.clip_norm if tc.clip_norm > 0 else float("inf")  # inf: measure the norm, clip nothing
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):  # finite loss, overflowing gradient
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.scaler.step(self.optimizer)  # fp16: skips the update if the scaled gradient overflowed
+        self.scaler.update()
+        return {
+            "loss": total_loss / target_tokens,
+            "nll": total_nll / target_tokens,
+            "lr": lr,
+            "grad_norm": float(norm),
+            "tokens": tokens,
+        }

@@ -1,0 +1,171 @@
+"""A run directory: where each file of a training run lives, and who may write there.
+
+A new run refuses a directory that already holds a run (its checkpoints or metrics) unless it
+resumes it (train.resume=true) or is told to replace it (train.overwrite=true); and only one live
+process trains into a directory at a time: it holds an exclusive lock on `.lock`, a file that
+names its PID. The lock is an flock, so the kernel releases it when the process dies however it
+dies; a lock file left behind by a dead process (it still names that PID) is detected as free
+and taken over.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from mt.errors import UserError
+from mt.paths import RUN_ROOTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:  # resumable: model, optimizer, step, data position, RNG
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:  # best validation BLEU
+        return self.checkpoints / "best.pt"
+
+    @property
+    def averaged(self) -> Path:  # mean of the last snapshots (train.average_last)
+        return self.checkpoints / "averaged.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def test_output(self, side: str) -> Path:  # side: hyp | ref
+        return self.root / f"test.{side}.txt"
+
+    def holds_run(self) -> bool:
+        """A checkpoint, or metrics of a run that got past setup, is there to lose."""
+        if self.checkpoints.is_dir() and any(self.checkpoints.glob("*.pt")):
+            return True
+        try:
+            status = json.loads(self.metrics.read_text(encoding="utf-8")).get("status")
+        except (OSError, ValueError, AttributeError):
+            return self.metrics.exists()
+        return status != "failed"
+
+    def clear_run(self) -> None:
+        """Delete a previous run's checkpoints, metrics, test output and TensorBoard logs."""
+        for directory in (self.checkpoints, self.tensorboard):
+            shutil.rmtree(directory, ignore_errors=True)
+        for path in (self.metrics, self.test_output("hyp"), self.test_output("ref")):
+            path.unlink(missing_ok=True)
+
+
+def refuse_clobbering(run_dir: RunDir, resume: bool, overwrite: bool) -> None:
+    """UserError if a new run (neither resuming nor overwriting) would replace the run in `run_dir`."""
+    if run_dir.holds_run() and not resume and not overwrite:
+        raise UserError(
+            f"{run_dir.root} already holds a run; resume it with train.resume=true, replace it "
+            "with train.overwrite=true, or choose another hydra.run.dir"
+        )
+
+
+def latest_checkpoint(roots: tuple[Path, ...] = RUN_ROOTS) -> Path:
+    """best.pt of the most recently written run under outputs/ (or multirun/)."""
+    found = [p for root in roots if root.is_dir() for p in root.glob("**/checkpoints/best.pt")]
+    if not found:
+        raise UserError("no trained model found under outputs/: run `make train` first, or pass --checkpoint FILE")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+class RunLock:
+    """An exclusive, crash-safe claim on a run directory (see the module docstring)."""
+
+    def __init__(self, run_dir: RunDir):
+        self.path = run_dir.lock_file
+        self._handle: IO[str] | None = None
+
+    def ensure_free(self) -> None:
+        """UserError (naming the PID) if a live process holds the lock; otherwise nothing changes."""
+        if self.path.exists():
+            self.acquire(quiet=True)
+            self.release()
+
+    def acquire(self, quiet: bool = False) -> None:
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(
+                    f"{self.path.parent} is in use by another training process (PID {holder}); "
+                    "wait for it or choose another hydra.run.dir"
+                ) from None
+            raise UserError(f"cannot lock {self.path}: {err.strerror}") from None
+        handle.seek(0)
+        stale = handle.read().strip()
+        if stale and stale != str(os.getpid()) and not quiet:
+            log.info("taking over the lock of process %s, which is no longer running", stale)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            # Emptied, not deleted: deleting would let a process that opened the old file lock
+            # it while another locks a new file at the same path.
+            self._handle.truncate(0)
+            self._handle.close()
+            self._handle = None
+
+
+def preflight(run_dir: RunDir, resume: bool, overwrite: bool) -> None:
+    """The checks of `claim` without writing anything (before Hydra writes its .hydra/ files)."""
+    RunLock(run_dir).ensure_free()
+    refuse_clobbering(run_dir, resume, overwrite)
+
+
+def claim(run_dir: RunDir, resume: bool, overwrite: bool) -> RunLock:
+    """Create and lock the run directory for a training process; refuse to clobber a run."""
+    try:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        lock.acquire()
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory {run_dir.root}: {err.strerror}") from None
+    try:
+        refuse_clobbering(run_dir, resume, overwrite)
+        if run_dir.holds_run() and not resume:
+            log.warning("train.overwrite=true: deleting the previous run's checkpoints and logs in %s", run_dir.root)
+            run_dir.clear_run()
+    except BaseException:
+        lock.release()
+        raise
+    return lock

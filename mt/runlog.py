@@ -1,0 +1,165 @@
+"""What a training run reports: TensorBoard scalars, texts and figures, and `metrics.json`.
+
+`metrics.json` is the run's record for people and for `mt.compare`; `RunMetrics` is its format.
+On DDP ranks other than 0 the log is disabled and every call does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from typing_extensions import TypedDict
+
+from mt.checkpoint import TrainState
+from mt.config import MTConfig
+from mt.fileio import atomic_write_json
+from mt.rundir import RunDir
+
+
+class ValidationRecord(TypedDict):
+    step: int
+    epoch: int
+    minutes: float
+    valid_loss: float
+    valid_ppl: float
+    valid_bleu: float  # greedy, on train.valid_max_sentences sentences
+    valid_chrf: float
+
+
+class RunMetrics(TypedDict, total=False):
+    """metrics.json. Runs of older versions may lack keys: readers use .get()."""
+
+    status: str  # running | completed | interrupted | failed
+    run_dir: str
+    overrides: list[str]  # the command line's Hydra overrides
+    steps: int
+    epochs: int
+    train_minutes: float
+    tokens_per_sec: float
+    parameters: int | None  # None: setup failed before the model existed
+    best_valid_bleu: float | None
+    best_step: int
+    valid_loss: float | None  # of the last validation
+    nonfinite_steps: int
+    processes: int
+    ddp_max_param_divergence: float | None
+    history: list[ValidationRecord]
+    config: dict[str, dict[str, Any]]  # data, model, train, decode as dicts
+    # After training: checkpoint averaging (train.average_last) and the test split
+    averaged_checkpoints: int
+    averaged_valid_bleu: float
+    averaged_valid_chrf: float
+    tested_checkpoint: str  # best.pt | averaged.pt
+    test_bleu: float
+    test_chrf: float
+    bleu_signature: str
+    chrf_signature: str
+    test_decode_seconds: float
+
+
+def read_metrics(path: Path) -> RunMetrics:
+    """metrics.json as a dict; ValueError if it is not a JSON object."""
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError("not a JSON object")
+    return metrics  # type: ignore[return-value]
+
+
+def config_dicts(cfg: MTConfig) -> dict[str, dict[str, Any]]:
+    return {group: asdict(getattr(cfg, group)) for group in ("data", "model", "train", "decode")}
+
+
+def flat_hparams(cfg: MTConfig) -> dict[str, Any]:
+    """Scalar hyperparameters for TensorBoard's HParams plugin."""
+    return {
+        f"{group}.{key}": value
+        for group, values in config_dicts(cfg).items()
+        for key, value in values.items()
+        if isinstance(value, (int, float, str, bool))
+    }
+
+
+class RunLog:
+    def __init__(self, run_dir: RunDir, cfg: MTConfig, overrides: list[str], enabled: bool):
+        self.run_dir, self.cfg, self.overrides, self.enabled = run_dir, cfg, overrides, enabled
+        self.writer = None
+
+    def open_tensorboard(self, step: int) -> None:
+        """Start the event files; a resumed run drops events logged after its checkpoint's step."""
+        if self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir.tensorboard), purge_step=step or None)
+
+    def train_update(self, step: int, stats: dict[str, float], tokens_per_sec: float) -> None:
+        if self.writer is not None:
+            for key in ("loss", "lr", "grad_norm"):
+                self.writer.add_scalar(f"train/{key}", stats[key], step)
+            self.writer.add_scalar("train/tokens_per_sec", tokens_per_sec, step)
+
+    def validation(self, record: ValidationRecord, samples: str, figures: list) -> None:
+        """Scalars, sample translations (markdown) and (tag, matplotlib figure) pairs of one validation."""
+        if self.writer is None:
+            return
+        step = record["step"]
+        for key in ("loss", "ppl", "bleu", "chrf"):
+            self.writer.add_scalar(f"valid/{key}", record[f"valid_{key}"], step)
+        self.writer.add_text("valid/samples", samples, step)
+        for tag, fig in figures:
+            self.writer.add_figure(tag, fig, step, close=True)
+        self.writer.flush()
+
+    def write_metrics(
+        self,
+        status: str,
+        state: TrainState,
+        parameters: int | None,
+        processes: int,
+        divergence: float | None = None,
+        results: dict[str, Any] | None = None,
+    ) -> RunMetrics:
+        """Write metrics.json (atomically); `results` adds averaging and test scores."""
+        if not self.enabled:
+            return {}
+        last = state.history[-1] if state.history else {}
+        metrics: RunMetrics = {
+            "status": status,
+            "run_dir": str(self.run_dir.root),
+            "overrides": self.overrides,
+            "steps": state.step,
+            "epochs": state.epoch,
+            "train_minutes": state.train_seconds / 60,
+            "tokens_per_sec": state.train_tokens / max(state.train_seconds, 1e-9),
+            "parameters": parameters,
+            "best_valid_bleu": state.best_bleu if state.best_bleu >= 0 else None,
+            "best_step": state.best_step,
+            "valid_loss": last.get("valid_loss"),
+            "nonfinite_steps": state.nonfinite_steps,
+            "processes": processes,
+            "ddp_max_param_divergence": divergence,
+            "history": state.history,  # type: ignore[typeddict-item]
+            "config": config_dicts(self.cfg),
+        }
+        metrics.update(results or {})  # type: ignore[typeddict-item]
+        atomic_write_json(self.run_dir.metrics, metrics)
+        return metrics
+
+    def close(self, metrics: RunMetrics | None = None) -> None:
+        """Close the event files; with a finished run's metrics, log its HParams first."""
+        if self.writer is None:
+            return
+        if metrics:
+            self.writer.add_hparams(
+                flat_hparams(self.cfg),
+                {
+                    "hparam/test_bleu": metrics["test_bleu"],
+                    "hparam/best_valid_bleu": metrics["best_valid_bleu"] or 0.0,
+                    "hparam/test_chrf": metrics["test_chrf"],
+                },
+                run_name=".",
+            )
+        self.writer.close()
+        self.writer = None

@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR ?= ../shared/data/multi30k
 TEXT ?= I like eating ice cream
 SWEEP ?= smoke
@@ -11,7 +12,7 @@ ARGS ?=
 RUN ?=
 NPROC ?= 2
 
-.PHONY: help install data train train-ddp train-full translate evaluate sweep compare align bench test lint clean
+.PHONY: help install data train train-ddp train-full translate evaluate sweep compare align bench test test-fast lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -20,11 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# CPU machines get the small CPU build of torch: a local wheel if pip finds one offline,
-	@# else PyTorch's CPU index. CUDA machines get the regular build.
+	@# else torch alone (--no-deps) from PyTorch's CPU index; its dependencies, like everything
+	@# else, then come from pip's default index. CUDA machines get the regular build.
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
 	elif ! $(PIP) install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
-	  $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; \
+	  $(PIP) install -q --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
 	fi
 	$(PIP) install -q "torch==$(TORCH_VERSION)" -e ".[dev]"
 	touch $@
@@ -69,11 +71,19 @@ bench: install ## training and decoding throughput of the default model
 	$(PY) scripts/bench_train.py $(ARGS)
 	$(PY) scripts/bench_decode.py $(ARGS)
 
-test: install ## run the test suite
+test: install ## run the whole test suite (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## ruff
+test-fast: install ## the tests that train nothing (-m "not slow"), for a quick loop
+	$(PY) -m pytest -m "not slow"
+
+lint: install ## ruff: lint and formatting check (also part of the test suite)
 	$(VENV)/bin/ruff check mt tests scripts
+	$(VENV)/bin/ruff format --check mt tests scripts
+
+format: install ## apply ruff's formatting and safe lint fixes
+	$(VENV)/bin/ruff check --fix mt tests scripts
+	$(VENV)/bin/ruff format mt tests scripts
 
 clean: ## remove runs, caches and the venv
 	rm -rf $(VENV) outputs multirun data/cache data/multi30k .pytest_cache .ruff_cache

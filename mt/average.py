@@ -78,8 +78,8 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
 def average_if_better(
     model: torch.nn.Module, paths: list[Path], out: Path, best_bleu: float, score: Callable[[], Any]
 ) -> dict[str, Any]:
-    """Load the average of `paths` into `model`, save it to `out`, and score it (`score()` returns
-    an object with .scores["bleu"/"chrf"]); say whether it beats best.pt's validation BLEU."""
+    """Load the average of `paths` into `model`, save it to `out`, and score it (`score()` decodes the
+    validation sentences: mt.validation.Decoded); say whether it beats best.pt's validation BLEU."""
     averaged = average_checkpoints(paths)
     model.load_state_dict(averaged["model"])
     scores = score().scores

@@ -184,6 +184,14 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFil
     return ckpt  # type: ignore[return-value]
 
 
+def read_for_resume(path: Path) -> TrainingCheckpoint | None:
+    """The training checkpoint to resume from, or None (with a warning) if there is none yet."""
+    if not path.exists():
+        log.warning("train.resume=true but %s does not exist: starting from scratch", path)
+        return None
+    return read(path)  # type: ignore[return-value]
+
+
 @dataclass
 class Loaded:
     model: Transformer

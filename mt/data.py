@@ -34,9 +34,7 @@ datasets.disable_progress_bars()
 def corpus_dir(cfg: DataConfig) -> Path:
     directory = Path(cfg.dir) if cfg.dir else default_data_dir(cfg.name)
     if not directory.is_dir():
-        raise UserError(
-            f"data directory not found: {directory} (set data.dir=..., or run `make data` to prepare it)"
-        )
+        raise UserError(f"data directory not found: {directory} (set data.dir=..., or run `make data` to prepare it)")
     return directory
 
 
@@ -46,9 +44,7 @@ def _text_file(directory: Path, stem: str, lang: str) -> Path:
             return candidate
     found = sorted({p.name.split(".")[-2 if p.suffix == ".gz" else -1] for p in directory.glob(f"{stem}.*")})
     if found:
-        raise UserError(
-            f"no '{lang}' side for split '{stem}' in {directory} (languages there: {', '.join(found)})"
-        )
+        raise UserError(f"no '{lang}' side for split '{stem}' in {directory} (languages there: {', '.join(found)})")
     raise UserError(f"no files for split '{stem}' in {directory} (expected {stem}.{lang}.gz or {stem}.{lang})")
 
 
@@ -94,7 +90,9 @@ def load_text_split(cfg: DataConfig, stems: list[str]) -> datasets.Dataset:
         return datasets.Dataset.from_list(list(_text_pairs(files)))
     try:
         return datasets.Dataset.from_generator(
-            _text_pairs, gen_kwargs={"files": files}, cache_dir=str(Path(cfg.cache_dir) / "raw"),
+            _text_pairs,
+            gen_kwargs={"files": files},
+            cache_dir=str(Path(cfg.cache_dir) / "raw"),
             features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
         )
     except datasets.exceptions.DatasetGenerationError as err:
@@ -185,8 +183,9 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
             if not p.is_file():
                 raise UserError(f"extra training file not found: {p}")
         extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
-        extra = datasets.Dataset.from_dict({"src": extra_src * cfg.extra_train_repeat,
-                                            "tgt": extra_tgt * cfg.extra_train_repeat})
+        extra = datasets.Dataset.from_dict(
+            {"src": extra_src * cfg.extra_train_repeat, "tgt": extra_tgt * cfg.extra_train_repeat}
+        )
         ds = datasets.concatenate_datasets([ds, extra])
     if len(ds) == 0:
         raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
@@ -215,8 +214,12 @@ def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
     if tokenizer is not None:
         log.info("tokenizer: reusing %s", cache)
         return tokenizer
-    log.info("tokenizer: training sentencepiece (%s, vocab %d, joint=%s)",
-             cfg.spm_model_type, cfg.vocab_size, cfg.joint_vocab)
+    log.info(
+        "tokenizer: training sentencepiece (%s, vocab %d, joint=%s)",
+        cfg.spm_model_type,
+        cfg.vocab_size,
+        cfg.joint_vocab,
+    )
     if len(train) > cfg.spm_input_sentence_size:  # sentencepiece would sample anyway: read only a sample
         rows = np.random.default_rng(0).choice(len(train), cfg.spm_input_sentence_size, replace=False)
         train = train.select(np.sort(rows))
@@ -337,10 +340,16 @@ def encode_split(
     train = split == "train"
     num_proc = _num_proc(cfg, len(ds))
     try:
-        enc = ds.map(_Encoder(tokenizer, cfg.max_len, truncate=not train), batched=True, batch_size=2000,
-                     num_proc=num_proc, cache_file_name=str(cache_file) if cache_file else None,
-                     new_fingerprint=cache_file.stem if cache_file else None, load_from_cache_file=True,
-                     keep_in_memory=cache_file is None)
+        enc = ds.map(
+            _Encoder(tokenizer, cfg.max_len, truncate=not train),
+            batched=True,
+            batch_size=2000,
+            num_proc=num_proc,
+            cache_file_name=str(cache_file) if cache_file else None,
+            new_fingerprint=cache_file.stem if cache_file else None,
+            load_from_cache_file=True,
+            keep_in_memory=cache_file is None,
+        )
     except OSError as err:
         raise UserError(f"cannot write the token cache {cache_file}: {err.strerror or err}") from None
     src_ids = TokenColumn.from_arrow(enc.data.column("src_ids"))
@@ -381,10 +390,12 @@ def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData
 
 # python -m mt.data ------------------------------------------------------------------------
 def describe(data: PreparedData, cfg: DataConfig) -> str:
-    rows = [f"corpus {cfg.name} {cfg.src_lang}->{cfg.tgt_lang}  vocab src {data.tokenizer.src_vocab_size} "
-            f"tgt {data.tokenizer.tgt_vocab_size} (joint={data.tokenizer.joint})",
-            f"{'split':<6} {'pairs':>8} {'src words':>10} {'tgt words':>10} {'src toks':>9} {'tgt toks':>9} "
-            f"{'empty':>6} {'too long':>8}"]
+    rows = [
+        f"corpus {cfg.name} {cfg.src_lang}->{cfg.tgt_lang}  vocab src {data.tokenizer.src_vocab_size} "
+        f"tgt {data.tokenizer.tgt_vocab_size} (joint={data.tokenizer.joint})",
+        f"{'split':<6} {'pairs':>8} {'src words':>10} {'tgt words':>10} {'src toks':>9} {'tgt toks':>9} "
+        f"{'empty':>6} {'too long':>8}",
+    ]
     for name, split in data.splits.items():
         rep = data.reports[name]
         rows.append(
@@ -412,8 +423,10 @@ def _main() -> None:
             print(describe(data, conf.data))
             src_lens, tgt_lens = data.splits["train"].lengths()
             batches = bucket_batches(src_lens, tgt_lens, conf.train.max_tokens, seed=conf.train.seed)
-            print(f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
-                  f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}")
+            print(
+                f"train batches at max_tokens={conf.train.max_tokens}: {len(batches)}, "
+                f"padding waste {padding_waste(batches, src_lens, tgt_lens):.1%}"
+            )
 
     # Statistics only: no run directory, no log files.
     quiet = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]

@@ -1,8 +1,8 @@
 """BLEU/chrF with sacreBLEU, and `python -m mt.evaluate` to score a checkpoint on a split or files.
 
-    python -m mt.evaluate                              # latest run's best checkpoint, its test split
-    python -m mt.evaluate --split valid --beam 1
-    python -m mt.evaluate --src my.en --ref my.de --checkpoint outputs/.../best.pt
+python -m mt.evaluate                              # latest run's best checkpoint, its test split
+python -m mt.evaluate --split valid --beam 1
+python -m mt.evaluate --src my.en --ref my.de --checkpoint outputs/.../best.pt
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
     bleu, chrf = BLEU(), CHRF()
     b = bleu.corpus_score(hyps, [refs])
     c = chrf.corpus_score(hyps, [refs])
-    return {"bleu": b.score, "chrf": c.score, "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature())}
+    return {
+        "bleu": b.score,
+        "chrf": c.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
 
 
 def _read_text(path: str) -> list[str]:
@@ -53,8 +57,9 @@ def _split_texts(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mt.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m mt.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--data", help="corpus config name (default: the one the checkpoint was trained on)")
@@ -96,8 +101,15 @@ def main(argv: list[str] | None = None) -> None:
         scores = score_translations(text, ref)
         out = Path(args.out) if args.out else path.parent.parent / "eval"
         stem = f"{name}.beam{args.beam}"
-        metrics = {"checkpoint": str(path), "source": name, "sentences": len(src), "beam": args.beam,
-                   "length_penalty": args.alpha, "seconds": seconds, **scores}
+        metrics = {
+            "checkpoint": str(path),
+            "source": name,
+            "sentences": len(src),
+            "beam": args.beam,
+            "length_penalty": args.alpha,
+            "seconds": seconds,
+            **scores,
+        }
         try:
             atomic_write_text(out / f"{stem}.hyp.txt", "".join(t + "\n" for t in text))
             atomic_write_json(out / f"{stem}.json", metrics)

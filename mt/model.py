@@ -72,9 +72,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None, causal: bool, cache: LayerCache | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, causal: bool, cache: LayerCache | None = None) -> Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3x[B,H,T,Dh]
         if cache is not None:  # incremental decoding: append this step's keys/values

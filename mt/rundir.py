@@ -152,12 +152,17 @@ def preflight(run_dir: RunDir, resume: bool, overwrite: bool) -> None:
     refuse_clobbering(run_dir, resume, overwrite)
 
 
-def claim(run_dir: RunDir, resume: bool, overwrite: bool) -> RunLock:
-    """Create and lock the run directory for a training process; refuse to clobber a run."""
+def claim(run_dir: RunDir, resume: bool, overwrite: bool, lock: bool = True) -> RunLock | None:
+    """Create and lock the run directory for a training process; refuse to clobber a run.
+
+    With lock=False (DDP ranks other than 0) only make sure the directory exists.
+    """
     try:
         run_dir.root.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir)
-        lock.acquire()
+        if not lock:
+            return None
+        held = RunLock(run_dir)
+        held.acquire()
     except OSError as err:
         raise UserError(f"cannot write to the run directory {run_dir.root}: {err.strerror}") from None
     try:
@@ -166,6 +171,6 @@ def claim(run_dir: RunDir, resume: bool, overwrite: bool) -> RunLock:
             log.warning("train.overwrite=true: deleting the previous run's checkpoints and logs in %s", run_dir.root)
             run_dir.clear_run()
     except BaseException:
-        lock.release()
+        held.release()
         raise
-    return lock
+    return held

@@ -163,3 +163,13 @@ class RunLog:
             )
         self.writer.close()
         self.writer = None
+
+
+def summary(metrics: RunMetrics, run_dir: RunDir) -> str:
+    """What a finished run tells its user: the test score and where to look next."""
+    return (
+        f"done: test BLEU {metrics['test_bleu']:.2f} chrF {metrics['test_chrf']:.2f} ({metrics['bleu_signature']})\n"
+        f"  best checkpoint: {run_dir.best}\n"
+        f"  tensorboard:     tensorboard --logdir {run_dir.tensorboard}\n"
+        f"  metrics:         {run_dir.metrics}"
+    )

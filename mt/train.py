@@ -33,7 +33,7 @@ from mt.errors import UserError
 from mt.fileio import atomic_torch_save, atomic_write_text
 from mt.model import Transformer
 from mt.rundir import RunDir, RunLock, claim
-from mt.runlog import RunLog, RunMetrics
+from mt.runlog import RunLog, RunMetrics, summary
 
 log = logging.getLogger("mt.train")
 
@@ -67,8 +67,10 @@ class Trainer:
     def setup(self) -> None:
         cfg, tc = self.cfg, self.tc
         torch.manual_seed(tc.seed)
-        self._claim_run_dir()
-        resume_ckpt = self._resume_checkpoint()
+        # Rank 0 locks the directory and refuses to clobber a run; the others only need it to exist.
+        self.lock = claim(self.paths, tc.resume, tc.overwrite, lock=self.dist.main)
+        self.log = RunLog(self.paths, cfg, self.overrides, enabled=self.dist.main)
+        resume_ckpt = ckpt_io.read_for_resume(self.paths.last) if tc.resume else None
         self._prepare_data(ckpt_io.tokenizer_of(resume_ckpt) if resume_ckpt else None)
         tok = self.data.tokenizer
         model = Transformer(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint)
@@ -83,25 +85,6 @@ class Trainer:
         precision = self.engine.amp_dtype or "fp32"
         log.info(f"model: {model.num_parameters():,} parameters, device {self.device}, precision {precision}")
         self.write_metrics("running")
-
-    def _claim_run_dir(self) -> None:
-        """Rank 0 locks the directory and refuses to clobber a run; the others only need it to exist."""
-        if self.dist.main:
-            self.lock = claim(self.paths, self.tc.resume, self.tc.overwrite)
-        else:
-            try:
-                self.paths.root.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise UserError(f"cannot write to the run directory {self.paths.root}: {err.strerror}") from None
-        self.log = RunLog(self.paths, self.cfg, self.overrides, enabled=self.dist.main)
-
-    def _resume_checkpoint(self) -> ckpt_io.TrainingCheckpoint | None:
-        if not self.tc.resume:
-            return None
-        if not self.paths.last.exists():
-            log.warning("train.resume=true but %s does not exist: starting from scratch", self.paths.last)
-            return None
-        return ckpt_io.read(self.paths.last)  # type: ignore[return-value]
 
     def _prepare_data(self, tokenizer) -> None:
         if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
@@ -274,12 +257,10 @@ class Trainer:
         from mt.plot import validation_figures
 
         st, tc = self.state, self.tc
-        valid = scoring.first_sentences(self.data.splits["valid"], tc.valid_max_sentences)
+        valid = self._valid_split()
         start = time.perf_counter()
         loss = scoring.validation_loss(self.model, valid, tc.max_tokens, self.device)
-        decoded = scoring.decode_and_score(
-            self.model, valid, self.data.tokenizer, scoring.greedy(self.cfg.decode), self.device
-        )
+        decoded = self._greedy_valid()
         bleu, chrf = decoded.scores["bleu"], decoded.scores["chrf"]
         improved = bleu > st.best_bleu
         if improved:
@@ -317,19 +298,20 @@ class Trainer:
         parameters = self.model.num_parameters() if self.model is not None else None
         return self.log.write_metrics(status, self.state, parameters, self.dist.world, self.ddp_divergence, results)
 
+    def _valid_split(self):
+        return scoring.first_sentences(self.data.splits["valid"], self.tc.valid_max_sentences)
+
+    def _greedy_valid(self) -> scoring.Decoded:
+        """Greedy translations of the validation sentences and their scores (what selects checkpoints)."""
+        greedy = scoring.greedy(self.cfg.decode)
+        return scoring.decode_and_score(self.model, self._valid_split(), self.data.tokenizer, greedy, self.device)
+
     def finish(self) -> RunMetrics:
         """Average (if configured), test, write the final metrics.json and HParams."""
-        averaging = {}
-        if self.tc.average_last >= 2 and len(snapshots(self.paths.checkpoints)) >= 2:
-            valid = scoring.first_sentences(self.data.splits["valid"], self.tc.valid_max_sentences)
+        averaging, kept = {}, snapshots(self.paths.checkpoints)
+        if self.tc.average_last >= 2 and len(kept) >= 2:
             averaging = average_if_better(
-                self.model,
-                snapshots(self.paths.checkpoints),
-                self.paths.averaged,
-                self.state.best_bleu,
-                lambda: scoring.decode_and_score(
-                    self.model, valid, self.data.tokenizer, scoring.greedy(self.cfg.decode), self.device
-                ),
+                self.model, kept, self.paths.averaged, self.state.best_bleu, self._greedy_valid
             )
         chosen = self.paths.averaged if averaging.get("tested_checkpoint") == "averaged.pt" else self.paths.best
         metrics = self.write_metrics("completed", {**averaging, **self.test(chosen)})
@@ -370,14 +352,7 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> Run
         trainer.close()
     distributed.shutdown(trainer.dist)
     if metrics:
-        print(
-            f"done: test BLEU {metrics['test_bleu']:.2f} chrF {metrics['test_chrf']:.2f} "
-            f"({metrics['bleu_signature']})\n"
-            f"  best checkpoint: {trainer.paths.best}\n"
-            f"  tensorboard:     tensorboard --logdir {trainer.paths.tensorboard}\n"
-            f"  metrics:         {trainer.paths.metrics}",
-            file=sys.stderr,
-        )
+        print(summary(metrics, trainer.paths), file=sys.stderr)
     return metrics
 
 

@@ -22,15 +22,7 @@ from typing import TextIO
 from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
 from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
-from mt.paths import RUN_ROOTS
-
-
-def latest_checkpoint(roots: Iterable[str | Path] = RUN_ROOTS) -> Path:
-    """best.pt of the most recently written run under outputs/ (or multirun/)."""
-    found = [p for root in roots if Path(root).is_dir() for p in Path(root).glob("**/checkpoints/best.pt")]
-    if not found:
-        raise UserError("no trained model found under outputs/: run `make train` first, or pass --checkpoint FILE")
-    return max(found, key=lambda p: p.stat().st_mtime)
+from mt.rundir import latest_checkpoint
 
 
 def clean(line: str) -> str:

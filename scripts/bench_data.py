@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from mt.paths import PREPARED_DATA, PROJECT_ROOT
 
 CHILD = """
 import resource, sys, time
@@ -39,15 +39,17 @@ print(f"{seconds} {rss} {len(train)} {int(src_lens.sum() + tgt_lens.sum())}")
 
 
 def write_corpus(directory: Path, pairs: int) -> None:
-    src = (ROOT / "data" / "multi30k" / "train.en.gz")
-    tgt = (ROOT / "data" / "multi30k" / "train.de.gz")
+    src = PREPARED_DATA / "multi30k" / "train.en.gz"
+    tgt = PREPARED_DATA / "multi30k" / "train.de.gz"
     if not src.is_file():
         sys.exit(f"bench_data: {src} not found; run `make data` first")
     en = gzip.decompress(src.read_bytes()).decode().splitlines()
     de = gzip.decompress(tgt.read_bytes()).decode().splitlines()
     for split, n in (("train", pairs), ("val", 1000), ("test", 1000)):
-        with gzip.open(directory / f"{split}.en.gz", "wt", compresslevel=1) as fe, \
-                gzip.open(directory / f"{split}.de.gz", "wt", compresslevel=1) as fd:
+        with (
+            gzip.open(directory / f"{split}.en.gz", "wt", compresslevel=1) as fe,
+            gzip.open(directory / f"{split}.de.gz", "wt", compresslevel=1) as fd,
+        ):
             for i in range(n):
                 j = i % len(en)
                 fe.write(f"{en[j]} {i // len(en)}\n")
@@ -68,13 +70,27 @@ def main() -> None:
         print(f"wrote {args.pairs:,} pairs in {time.perf_counter() - start:.1f}s")
         runs = []
         for label in ("cold", "cached"):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(cache), str(args.num_proc)],
-                                 cwd=ROOT, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(corpus), str(cache), str(args.num_proc)],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             seconds, max_rss_kb, kept, tokens = out.stdout.split()
-            runs.append({"run": label, "seconds": float(seconds), "peak_rss_mib": int(max_rss_kb) / 1024,
-                         "train_pairs": int(kept), "train_tokens": int(tokens)})
-            print(f"{label:>7}: {float(seconds):7.1f}s  peak RSS {int(max_rss_kb) / 1024:7.0f} MiB  "
-                  f"{int(kept):,} pairs, {int(tokens):,} tokens")
+            runs.append(
+                {
+                    "run": label,
+                    "seconds": float(seconds),
+                    "peak_rss_mib": int(max_rss_kb) / 1024,
+                    "train_pairs": int(kept),
+                    "train_tokens": int(tokens),
+                }
+            )
+            print(
+                f"{label:>7}: {float(seconds):7.1f}s  peak RSS {int(max_rss_kb) / 1024:7.0f} MiB  "
+                f"{int(kept):,} pairs, {int(tokens):,} tokens"
+            )
         cache_mib = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20
         print(f"cache on disk: {cache_mib:.0f} MiB")
     result = {"pairs": args.pairs, "num_proc": args.num_proc, "runs": runs, "cache_mib": cache_mib}

@@ -27,8 +27,12 @@ def timed(model, src_ids, cfg, use_cache) -> dict[str, float]:
     hyps = translate_ids(model, src_ids, cfg, use_cache=use_cache)
     seconds = time.perf_counter() - start
     out_tokens = sum(len(h[0].tokens) + 1 for h in hyps)
-    return {"sentences": len(src_ids), "seconds": seconds, "sentences_per_sec": len(src_ids) / seconds,
-            "target_tokens_per_sec": out_tokens / seconds}
+    return {
+        "sentences": len(src_ids),
+        "seconds": seconds,
+        "sentences_per_sec": len(src_ids) / seconds,
+        "target_tokens_per_sec": out_tokens / seconds,
+    }
 
 
 def main() -> None:
@@ -52,8 +56,10 @@ def main() -> None:
         result[f"{name}_cache_speedup"] = uncached["seconds"] / cached["seconds"]
     for key, value in result.items():
         if isinstance(value, dict):
-            print(f"{key:>24}: {value['sentences']} sents in {value['seconds']:.1f}s = "
-                  f"{value['sentences_per_sec']:.1f} sent/s, {value['target_tokens_per_sec']:.0f} tok/s")
+            print(
+                f"{key:>24}: {value['sentences']} sents in {value['seconds']:.1f}s = "
+                f"{value['sentences_per_sec']:.1f} sent/s, {value['target_tokens_per_sec']:.0f} tok/s"
+            )
         elif isinstance(value, float):
             print(f"{key:>24}: {value:.2f}x")
         else:

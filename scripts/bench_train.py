@@ -84,10 +84,16 @@ def main() -> None:
     peak = measured_peak_gflops()
     achieved = flops / seconds / 1e9
     result = {
-        "config": overrides, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "parameters": trainer.model.num_parameters(), "steps": args.steps,
-        "tokens_per_sec": tokens / seconds, "model_gflops_per_sec": achieved,
-        "measured_matmul_peak_gflops": peak, "mfu_vs_measured_peak": achieved / peak,
+        "config": overrides,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "parameters": trainer.model.num_parameters(),
+        "steps": args.steps,
+        "tokens_per_sec": tokens / seconds,
+        "model_gflops_per_sec": achieved,
+        "measured_matmul_peak_gflops": peak,
+        "mfu_vs_measured_peak": achieved / peak,
     }
     if args.nominal_peak:
         result["nominal_peak_gflops"] = args.nominal_peak

@@ -12,12 +12,29 @@ import random
 import sys
 from pathlib import Path
 
-SUBJECTS = [("the dog", "der hund"), ("the cat", "die katze"), ("a man", "ein mann"),
-            ("a woman", "eine frau"), ("the child", "das kind"), ("the bird", "der vogel")]
-VERBS = [("runs", "läuft"), ("sleeps", "schläft"), ("eats", "isst"), ("plays", "spielt"),
-         ("sits", "sitzt"), ("waits", "wartet")]
-PLACES = [("in the park", "im park"), ("on the street", "auf der straße"), ("in the house", "im haus"),
-          ("at the beach", "am strand"), ("in the garden", "im garten")]
+SUBJECTS = [
+    ("the dog", "der hund"),
+    ("the cat", "die katze"),
+    ("a man", "ein mann"),
+    ("a woman", "eine frau"),
+    ("the child", "das kind"),
+    ("the bird", "der vogel"),
+]
+VERBS = [
+    ("runs", "läuft"),
+    ("sleeps", "schläft"),
+    ("eats", "isst"),
+    ("plays", "spielt"),
+    ("sits", "sitzt"),
+    ("waits", "wartet"),
+]
+PLACES = [
+    ("in the park", "im park"),
+    ("on the street", "auf der straße"),
+    ("in the house", "im haus"),
+    ("at the beach", "am strand"),
+    ("in the garden", "im garten"),
+]
 TIMES = [("", ""), ("today", "heute"), ("now", "jetzt")]
 
 

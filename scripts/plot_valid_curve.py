@@ -1,6 +1,6 @@
 """Plot validation BLEU against training minutes for one or more runs (from their TensorBoard logs).
 
-    python scripts/plot_valid_curve.py outputs/multi30k-en-de/RUN [...] --out docs/img/valid_bleu.png
+python scripts/plot_valid_curve.py outputs/multi30k-en-de/RUN [...] --out docs/img/valid_bleu.png
 """
 
 from __future__ import annotations

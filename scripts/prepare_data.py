@@ -1,6 +1,6 @@
 """Prepare Multi30k task 1 in data/multi30k: copy from a local directory, or download.
 
-    python scripts/prepare_data.py --from ../shared/data/multi30k --to data/multi30k
+python scripts/prepare_data.py --from ../shared/data/multi30k --to data/multi30k
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def main() -> None:
                 with urllib.request.urlopen(URL.format(name=name), timeout=30) as response:
                     (target / f".{name}.part").write_bytes(response.read())
             except OSError as err:
-                sys.exit(f"prepare_data: {name} is not in {source} and cannot be downloaded ({err}); "
-                         "pass --from DIR (make data DATA_DIR=DIR)")
+                sys.exit(
+                    f"prepare_data: {name} is not in {source} and cannot be downloaded ({err}); "
+                    "pass --from DIR (make data DATA_DIR=DIR)"
+                )
         (target / f".{name}.part").replace(target / name)
     print(f"data: Multi30k ({len(missing)} files) prepared in {target}")
 

@@ -31,6 +31,7 @@ def test_average_refuses_checkpoints_of_different_models():
         average_state_dicts([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])
 
 
+@pytest.mark.slow
 def test_training_keeps_the_last_snapshots_and_tests_the_better_of_average_and_best(tmp_path):
     run_dir = tmp_path / "run"
     metrics = run(toy_config(tmp_path, max_steps=60, eval_every=30, save_every=10, average_last=3), run_dir)
@@ -47,17 +48,28 @@ def test_training_keeps_the_last_snapshots_and_tests_the_better_of_average_and_b
     assert metrics["tested_checkpoint"] == expected
 
 
+@pytest.mark.slow
 def test_cli_averages_a_runs_snapshots(tmp_path):
     run_dir = tmp_path / "run"
     run(toy_config(tmp_path, max_steps=20, eval_every=20, save_every=10, average_last=2), run_dir)
     out = tmp_path / "avg.pt"
-    done = subprocess.run([sys.executable, "-m", "mt.average", "--run", str(run_dir), "--last", "2", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mt.average", "--run", str(run_dir), "--last", "2", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert read(out)["averaged_from"] == [str(p) for p in snapshots(run_dir / "checkpoints")]
     # The averaged file is a complete checkpoint: the translate tool loads it.
-    tr = subprocess.run([sys.executable, "-m", "mt.translate", "--checkpoint", str(out), "a b c"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+    tr = subprocess.run(
+        [sys.executable, "-m", "mt.translate", "--checkpoint", str(out), "a b c"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert tr.returncode == 0, tr.stderr
 
 
@@ -65,12 +77,14 @@ def test_cli_errors_are_one_line(tmp_path):
     other = tmp_path / "other.pt"
     atomic_torch_save(other, {"format": "mt-checkpoint", "version": 1, "model_config": {"d_model": 1}})
     for args in ([], ["--run", str(tmp_path)], [str(other), str(other), "--out", str(tmp_path / "x.pt")], [str(other)]):
-        done = subprocess.run([sys.executable, "-m", "mt.average", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "mt.average", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 2, args
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("mt.average: error:"), done.stderr
 
 
+@pytest.mark.slow
 def test_average_checkpoints_refuses_another_run(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     run(toy_config(tmp_path, max_steps=10, eval_every=0, save_every=10, average_last=1), a)

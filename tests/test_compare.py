@@ -22,18 +22,30 @@ PRESETS = sorted(p.stem for p in (ROOT / "configs" / "sweep").glob("*.yaml"))
 
 
 def config(layers: int = 2, lr: float = 3e-3, test: str = "test") -> dict:
-    return {"data": {"name": "toy", "test": [test], "dir": "tests/fixtures/toy"},
-            "model": {"d_model": 64, "layers": layers, "norm": "pre"},
-            "train": {"lr": lr, "max_steps": 150, "progress": False, "seed": 1234},
-            "decode": {"beam_size": 5}}
+    return {
+        "data": {"name": "toy", "test": [test], "dir": "tests/fixtures/toy"},
+        "model": {"d_model": 64, "layers": layers, "norm": "pre"},
+        "train": {"lr": lr, "max_steps": 150, "progress": False, "seed": 1234},
+        "decode": {"beam_size": 5},
+    }
 
 
-def fake_run(path: Path, status: str = "completed", hyps: list[str] | None = None, refs: list[str] = REFS,
-             **cfg) -> Path:
+def fake_run(
+    path: Path, status: str = "completed", hyps: list[str] | None = None, refs: list[str] = REFS, **cfg
+) -> Path:
     """A run folder as mt.train leaves it: metrics.json and, when tested, test.hyp.txt/test.ref.txt."""
     path.mkdir(parents=True)
-    metrics = {"status": status, "parameters": 171776, "train_minutes": 0.5, "tokens_per_sec": 7000.0,
-               "best_valid_bleu": 12.0, "valid_loss": 1.5, "overrides": [], "history": [], "config": config(**cfg)}
+    metrics = {
+        "status": status,
+        "parameters": 171776,
+        "train_minutes": 0.5,
+        "tokens_per_sec": 7000.0,
+        "best_valid_bleu": 12.0,
+        "valid_loss": 1.5,
+        "overrides": [],
+        "history": [],
+        "config": config(**cfg),
+    }
     if hyps is not None:
         scores = score_translations(hyps, refs)
         metrics.update(test_bleu=scores["bleu"], test_chrf=scores["chrf"], bleu_signature=scores["bleu_signature"])
@@ -54,7 +66,10 @@ def table_lines(out: str) -> list[str]:
 
 def test_flatten_and_differing_params():
     assert flatten({"model": {"layers": 2, "x": {"y": 1}}, "train": {"betas": [0.9, 0.98]}}) == {
-        "model.layers": 2, "model.x.y": 1, "train.betas": [0.9, 0.98]}
+        "model.layers": 2,
+        "model.x.y": 1,
+        "train.betas": [0.9, 0.98],
+    }
     result_runs = [type("R", (), {"params": flatten(config(layers=n))})() for n in (1, 2)]
     result_runs[1].params["train.progress"] = True  # ignored: never changes a result
     assert differing_params(result_runs) == ["model.layers"]
@@ -108,8 +123,10 @@ def test_hydra_job_without_metrics_is_listed(tmp_path):
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text(json.dumps(config(layers=9)))  # JSON is YAML
     result = compare([tmp_path], significance=False)
-    assert [(r.name, r.status) for r in result.runs] == [("model.layers=1", "completed"),
-                                                         ("model.layers=9", "no metrics")]
+    assert [(r.name, r.status) for r in result.runs] == [
+        ("model.layers=1", "completed"),
+        ("model.layers=9", "no metrics"),
+    ]
     assert result.params == ["model.layers"] and result.rows[1][2] == "9"
 
 
@@ -123,8 +140,9 @@ def test_several_folders_and_a_single_run_folder(tmp_path):
 
 def test_names_drop_the_overrides_all_jobs_share(tmp_path):
     for layers in (1, 2):
-        fake_run(tmp_path / "data.dir=data" / f"multi30k,model.layers={layers},train.max_steps=300", hyps=REFS,
-                 layers=layers)
+        fake_run(
+            tmp_path / "data.dir=data" / f"multi30k,model.layers={layers},train.max_steps=300", hyps=REFS, layers=layers
+        )
     fake_run(tmp_path / "data.dir=data" / "multi30k,model.layers=3", hyps=REFS, layers=3)
     names = sorted(r.name for r in compare([tmp_path], significance=False).runs)
     assert names == ["model.layers=1,train.max_steps=300", "model.layers=2,train.max_steps=300", "model.layers=3"]
@@ -145,12 +163,15 @@ def test_default_is_the_latest_sweep(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "multirun" / "2026-01-01_00-00-00" / "comparison.md").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing"], "folder not found: missing"),
-    (["empty"], "no runs found in empty"),
-    ([], "no sweeps found"),
-    (["--bootstrap", "-1", "empty"], "--bootstrap must be 0 or more"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing"], "folder not found: missing"),
+        (["empty"], "no runs found in empty"),
+        ([], "no sweeps found"),
+        (["--bootstrap", "-1", "empty"], "--bootstrap must be 0 or more"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -188,16 +209,35 @@ def test_sweep_presets_compose_into_several_valid_jobs(name):
     assert len({json.dumps(str(c)) for c in configs}) == len(jobs), "every job differs"
     if name == "smoke":
         assert all(c.data.name == "toy" and c.model.d_model == 64 for c in configs)
-    assert PRESETS.count(name) == 1 and {"smoke", "model_size", "dropout", "norm", "label_smoothing",
-                                          "lr_warmup"} <= set(PRESETS)
+    assert PRESETS.count(name) == 1 and {
+        "smoke",
+        "model_size",
+        "dropout",
+        "norm",
+        "label_smoothing",
+        "lr_warmup",
+    } <= set(PRESETS)
 
 
 def test_real_two_job_sweep_then_compare(tmp_path, capsys):
     """`python -m mt.train -m ... model.layers=1,2` on the toy corpus, then the comparison of its two jobs."""
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "mt.train", "-m", "data=toy", "model=tiny", "train=smoke", "decode=greedy",
-           "train.max_steps=20", "train.eval_every=20", "train.progress=false", "train.threads=1",
-           "model.layers=1,2", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mt.train",
+        "-m",
+        "data=toy",
+        "model=tiny",
+        "train=smoke",
+        "decode=greedy",
+        "train.max_steps=20",
+        "train.eval_every=20",
+        "train.progress=false",
+        "train.threads=1",
+        "model.layers=1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     main([str(sweep)])

@@ -8,7 +8,7 @@ from mt.config import DecodeConfig, ModelConfig, MTConfig, TrainConfig, validate
 from mt.errors import UserError
 from mt.paths import CONFIG_DIR
 
-from .conftest import ROOT
+from .conftest import ROOT, toy_train_cmd
 
 
 def group_options(group):
@@ -45,16 +45,22 @@ def test_bad_overrides_are_one_clear_error(override, message):
 
 
 def test_cli_bad_key_exits_nonzero_with_one_line():
-    proc = subprocess.run([sys.executable, "-m", "mt.train", "model.d_modell=3"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mt.train", "model.d_modell=3"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "d_modell" in lines[0], proc.stderr
 
 
 def test_cli_prints_composed_config():
-    proc = subprocess.run([sys.executable, "-m", "mt.train", "--cfg", "job", "model=tiny"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mt.train", "--cfg", "job", "model=tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "d_model: 64" in proc.stdout and "src_lang: en" in proc.stdout
 
@@ -70,8 +76,13 @@ OUT_OF_RANGE = [
 
 @pytest.mark.parametrize(("override", "message"), OUT_OF_RANGE)
 def test_cli_value_out_of_range_is_one_line_and_exit_2(override, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", override,
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        toy_train_cmd(override, f"hydra.run.dir={tmp_path / 'run'}"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("mt.train: error: ") and message in lines[0]

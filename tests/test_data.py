@@ -21,8 +21,15 @@ def text_corpus(tmp_path, n=20, gz=True):
     for split, count in (("train", n), ("val", 3), ("test", 3)):
         write(tmp_path / f"{split}.en{suffix}", [f"sentence {i} in english" for i in range(count)], gz)
         write(tmp_path / f"{split}.de{suffix}", [f"satz {i} auf deutsch" for i in range(count)], gz)
-    return DataConfig(name="mine", dir=str(tmp_path), train=["train"], valid=["val"], test=["test"],
-                      vocab_size=30, cache_dir=str(tmp_path / "cache"))
+    return DataConfig(
+        name="mine",
+        dir=str(tmp_path),
+        train=["train"],
+        valid=["val"],
+        test=["test"],
+        vocab_size=30,
+        cache_dir=str(tmp_path / "cache"),
+    )
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -73,8 +80,16 @@ def test_iwslt_xml_pairs_segments(tmp_path):
     (tmp_path / "IWSLT16.TED.tst2010.de-en.de.xml").write_text(IWSLT.format(a="Hallo &amp; Welt", b="Zwei"))
     (tmp_path / "IWSLT16.TED.tst2010.de-en.en.xml").write_text(IWSLT.format(a="Hello &amp; world", b="Two"))
     assert read_iwslt_xml(tmp_path / "IWSLT16.TED.tst2010.de-en.en.xml") == [("7:1", "Hello & world"), ("7:2", "Two")]
-    cfg = DataConfig(name="iw", format="iwslt_xml", dir=str(tmp_path), src_lang="de", tgt_lang="en",
-                     train=["TED.tst2010"], valid=["TED.tst2010"], test=["TED.tst2010"])
+    cfg = DataConfig(
+        name="iw",
+        format="iwslt_xml",
+        dir=str(tmp_path),
+        src_lang="de",
+        tgt_lang="en",
+        train=["TED.tst2010"],
+        valid=["TED.tst2010"],
+        test=["TED.tst2010"],
+    )
     raw = load_raw(cfg)
     assert raw["train"]["src"] == ["Hallo & Welt", "Zwei"] and raw["train"]["tgt"] == ["Hello & world", "Two"]
 
@@ -120,8 +135,9 @@ def test_token_column_reads_rows_slices_and_selections_without_copying():
     from mt.data import TokenColumn
 
     seqs = [[5, 6], [], [7], [8, 9, 10], [11]]
-    two_chunks = pa.chunked_array([pa.array(seqs[:2], type=pa.list_(pa.int32())),
-                                   pa.array(seqs[2:], type=pa.list_(pa.int32()))])
+    two_chunks = pa.chunked_array(
+        [pa.array(seqs[:2], type=pa.list_(pa.int32())), pa.array(seqs[2:], type=pa.list_(pa.int32()))]
+    )
     for col in (TokenColumn.from_lists(seqs), TokenColumn.from_arrow(two_chunks)):
         assert len(col) == 5 and list(col) == seqs and col[-1] == [11]
         assert col.lengths().tolist() == [2, 0, 1, 3, 1]
@@ -166,8 +182,9 @@ def test_tokenizer_trains_on_a_sample_of_a_large_split(tmp_path, monkeypatch):
 
     seen = []
     real_train = mt.data.Tokenizer.train
-    monkeypatch.setattr(mt.data.Tokenizer, "train",
-                        lambda src, tgt, c: seen.append(len(src)) or real_train(src, tgt, c))
+    monkeypatch.setattr(
+        mt.data.Tokenizer, "train", lambda src, tgt, c: seen.append(len(src)) or real_train(src, tgt, c)
+    )
     cfg = text_corpus(tmp_path, n=250)
     cfg.spm_input_sentence_size = 120  # fewer than the 250 training pairs: only a sample is read
     data = prepare(cfg)

@@ -10,8 +10,9 @@ from .conftest import tiny_model
 
 def sources(n=6, vocab=40, seed=3):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(4, vocab, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist()
-            for _ in range(n)]
+    return [
+        torch.randint(4, vocab, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist() for _ in range(n)
+    ]
 
 
 def sharp_model():

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from mt.checkpoint import read
@@ -19,17 +20,45 @@ def test_shards_are_disjoint_and_cover_the_update():
     assert shard(list(range(3)), Dist(rank=2, world=3), accumulate=1) == [2]
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path):
-    common = ["data=toy", "model=tiny", "train=smoke", "train.max_steps=6", "train.eval_every=0",
-              "model.dropout=0.0", "train.threads=1", "train.progress=false", "train.valid_max_sentences=5",
-              f"data.cache_dir={tmp_path / 'cache'}"]
-    single = subprocess.run([sys.executable, "-m", "mt.train", *common, "train.accumulate=2",
-                             f"hydra.run.dir={tmp_path / 'single'}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    common = [
+        "data=toy",
+        "model=tiny",
+        "train=smoke",
+        "train.max_steps=6",
+        "train.eval_every=0",
+        "model.dropout=0.0",
+        "train.threads=1",
+        "train.progress=false",
+        "train.valid_max_sentences=5",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "mt.train", *common, "train.accumulate=2", f"hydra.run.dir={tmp_path / 'single'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "mt.train", *common, f"hydra.run.dir={tmp_path / 'ddp'}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mt.train",
+            *common,
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 6

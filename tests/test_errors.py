@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -10,7 +9,7 @@ from mt.cli import check_overrides
 from mt.errors import UserError
 from mt.train import run
 
-from .conftest import ROOT, TOY, toy_config
+from .conftest import ROOT, TOY, toy_config, toy_train_cmd
 
 
 def corpus_copy(tmp_path):
@@ -74,9 +73,11 @@ def test_training_bad_input_matrix(case, expect, tmp_path):
 
 def test_cli_reports_runtime_mistakes_in_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", f"data.dir={tmp_path / 'nope'}",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        toy_train_cmd(f"data.dir={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("mt.train: error: data directory not found")

@@ -15,7 +15,7 @@ from mt.errors import UserError
 from mt.rundir import RunDir, RunLock
 from mt.train import run
 
-from .conftest import ROOT, toy_config
+from .conftest import ROOT, toy_config, toy_train_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,11 @@ def test_cli_refuses_before_hydra_rewrites_the_runs_config(finished_run, tmp_pat
     hydra_config.write_text("the finished run's config\n")
     best_before = digest(finished_run / "checkpoints" / "best.pt")
     proc = subprocess.run(
-        [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", f"hydra.run.dir={finished_run}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        toy_train_cmd(f"hydra.run.dir={finished_run}"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "already holds a run" in lines[0], proc.stderr
@@ -61,7 +64,9 @@ def test_resume_of_a_finished_run_is_allowed(finished_run, tmp_path):
 
 def test_overwrite_replaces_the_run_and_its_snapshots(finished_run, tmp_path):
     assert [p.name for p in sorted((finished_run / "checkpoints").glob("step-*.pt"))] == [
-        "step-0000005.pt", "step-0000010.pt"]
+        "step-0000005.pt",
+        "step-0000010.pt",
+    ]
     metrics = run(toy_config(tmp_path, max_steps=6, eval_every=6, overwrite=True), finished_run)
     assert metrics["steps"] == 6
     assert read(finished_run / "checkpoints" / "last.pt")["train_state"]["step"] == 6
@@ -96,9 +101,14 @@ def test_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
 def test_two_live_training_processes(tmp_path):
     """A real second `python -m mt.train` into the directory of a running one exits 2, naming its PID."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", "train.max_steps=100000",
-           "train.eval_every=0", "train.threads=1", "train.progress=false", f"data.cache_dir={tmp_path / 'cache'}",
-           f"hydra.run.dir={run_dir}"]
+    cmd = toy_train_cmd(
+        "train.max_steps=100000",
+        "train.eval_every=0",
+        "train.threads=1",
+        "train.progress=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120

@@ -3,7 +3,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from mt.errors import UserError
 from mt.fileio import atomic_torch_save
 from mt.train import run
 
-from .conftest import ROOT, toy_config
+from .conftest import ROOT, toy_config, toy_train_cmd
 
 
 def test_smoke_pipeline_writes_everything(trained_run):
@@ -30,8 +29,16 @@ def test_smoke_pipeline_writes_everything(trained_run):
     assert len((trained_run / "test.hyp.txt").read_text().splitlines()) == 30
     events = EventAccumulator(str(trained_run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()
-    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "valid/loss", "valid/ppl",
-                "valid/bleu", "valid/chrf"):
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_sec",
+        "valid/loss",
+        "valid/ppl",
+        "valid/bleu",
+        "valid/chrf",
+    ):
         assert tag in tags["scalars"], tag
     assert any(t.startswith("attention/layer") for t in tags["images"])
     assert [e.step for e in events.Scalars("valid/bleu")] == [150, 300]
@@ -54,6 +61,7 @@ def assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     torch.set_num_threads(1)
     full = tmp_path / "full"
@@ -70,6 +78,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(full_opt[k]["exp_avg"], split_opt[k]["exp_avg"]) for k in full_opt)
 
 
+@pytest.mark.slow
 def test_resume_with_other_batching_moves_on_instead_of_looping(tmp_path):
     run_dir = tmp_path / "run"
     run(toy_config(tmp_path, max_steps=10, eval_every=0, max_tokens=512), run_dir)
@@ -80,11 +89,19 @@ def test_resume_with_other_batching_moves_on_instead_of_looping(tmp_path):
 
 
 def train_cmd(run_dir, *extra):
-    return [sys.executable, "-m", "mt.train", "data=toy", "model=tiny", "train=smoke", "train.max_steps=60",
-            "train.save_every=4", "train.eval_every=30", "train.threads=1", "train.progress=false",
-            f"data.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}", *extra]
+    return toy_train_cmd(
+        "train.max_steps=60",
+        "train.save_every=4",
+        "train.eval_every=30",
+        "train.threads=1",
+        "train.progress=false",
+        f"data.cache_dir={run_dir.parent / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    )
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
@@ -100,13 +117,15 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     proc.wait()
     killed_at = read(last)["train_state"]["step"]
     assert killed_at < 60, "the run finished before it could be killed; kill earlier"
-    done = subprocess.run(train_cmd(killed, "train.resume=true"), cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        train_cmd(killed, "train.resume=true"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert f"resumed from {last} at step {killed_at}" in (killed / "train.log").read_text()
     assert_same_weights(weights(reference / "checkpoints" / "last.pt"), weights(last))
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_resumable_checkpoint(tmp_path):
     run_dir = tmp_path / "interrupted"
     cmd = train_cmd(run_dir, "train.max_steps=100000", "train.save_every=0", "train.eval_every=0")
@@ -140,6 +159,7 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
 
 
+@pytest.mark.slow
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     real = engine_module.batch_loss
     calls = {"n": 0}
@@ -153,7 +173,10 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     metrics = run(toy_config(tmp_path, max_steps=10, eval_every=0, max_epochs=1), tmp_path / "a")
     assert metrics["nonfinite_steps"] == 2 and metrics["steps"] == 10
 
-    monkeypatch.setattr(engine_module, "batch_loss", lambda m, b, s: tuple(
-        (x * float("nan") if i == 0 else x) for i, x in enumerate(real(m, b, s))))
+    monkeypatch.setattr(
+        engine_module,
+        "batch_loss",
+        lambda m, b, s: tuple((x * float("nan") if i == 0 else x) for i, x in enumerate(real(m, b, s))),
+    )
     with pytest.raises(UserError, match="non-finite losses in a row"):
         run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")

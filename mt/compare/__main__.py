@@ -1,0 +1,5 @@
+"""`python -m mt.compare`."""
+
+from mt.compare.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""Finding the runs of a sweep, their metrics and parameters, and paired-bootstrap significance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mt.errors import UserError
+from mt.paths import SWEEP_ROOT
+from mt.runlog import RunMetrics, read_metrics
+
+# Settings that never change a result: not shown as swept parameters.
+IGNORED_PARAMS = {"train.progress", "train.resume", "train.log_every", "train.samples", "train.save_every"}
+
+
+# Folders inside a run that never hold another run.
+SKIP_DIRS = {"tb", "checkpoints", "tokenizer", "eval", ".hydra"}
+
+
+STATUS_ORDER = {"completed": 0, "interrupted": 1, "running": 2, "failed": 3, "no metrics": 4}
+
+
+SIGNIFICANCE_LEVEL = 0.05
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    status: str
+    metrics: RunMetrics = field(default_factory=dict)  # type: ignore[assignment]
+    params: dict[str, Any] = field(default_factory=dict)
+    p_value: float | None = None  # paired bootstrap against the best run with the same references
+    baseline: str = ""  # "best" for the best run of its reference group, "" where not testable
+
+    @property
+    def bleu(self) -> float | None:
+        value = self.metrics.get("test_bleu")
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value is not None and self.p_value < SIGNIFICANCE_LEVEL
+
+
+# Finding runs --------------------------------------------------------------------------------
+def latest_sweep(root: Path = SWEEP_ROOT) -> Path:
+    """The sweep folder under `root` that was started last (its multirun.yaml is the newest)."""
+    if not root.is_dir():
+        raise UserError(f"no sweeps found: {root}/ does not exist (run `make sweep` first, or name a folder)")
+    sweeps = [p for p in root.iterdir() if p.is_dir()]
+    if not sweeps:
+        raise UserError(f"no sweeps found under {root}/ (run `make sweep` first, or name a folder)")
+
+    def started(p: Path) -> float:
+        marker = p / "multirun.yaml"
+        return (marker if marker.is_file() else p).stat().st_mtime
+
+    return max(sweeps, key=lambda p: (started(p), p.name))
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"layers": 2}} -> {"model.layers": 2}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The job's composed config from .hydra/config.yaml, for runs without metrics.json."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception:  # a torn or odd file: show the run without its parameters
+        return {}
+    return {k: v for k, v in cfg.items() if k in ("data", "model", "train", "decode") and isinstance(v, dict)}
+
+
+def load_run(run_dir: Path, name: str) -> Run:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return Run(run_dir, name, "no metrics", {}, flatten(_hydra_config(run_dir)))
+    try:
+        metrics = read_metrics(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        print(f"mt.compare: warning: unreadable {path}: {err}", file=sys.stderr)
+        return Run(run_dir, name, "unreadable", {}, flatten(_hydra_config(run_dir)))
+    config = metrics.get("config") if isinstance(metrics.get("config"), dict) else _hydra_config(run_dir)
+    return Run(run_dir, name, str(metrics.get("status", "unknown")), metrics, flatten(config))
+
+
+def _run_dirs(root: Path) -> list[Path]:
+    """Folders under `root` (itself included) holding metrics.json or a Hydra job's .hydra/."""
+    found: list[Path] = []
+    for current, dirs, files in os.walk(root):
+        here = Path(current)
+        if "metrics.json" in files or (here / ".hydra" / "config.yaml").is_file():
+            found.append(here)
+            dirs.clear()  # a run's subfolders hold no other runs
+            continue
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+    return found
+
+
+def find_runs(folders: list[Path]) -> list[Run]:
+    """All runs under `folders`; names are relative to their folder (prefixed with it when several)."""
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for folder in folders:
+        if not folder.exists():
+            raise UserError(f"folder not found: {folder}")
+        if not folder.is_dir():
+            raise UserError(f"not a folder: {folder} (give a sweep or run folder)")
+        dirs = _run_dirs(folder)
+        if not dirs:
+            raise UserError(f"no runs found in {folder} (no metrics.json below it)")
+        for run_dir in dirs:
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            rel = run_dir.relative_to(folder).as_posix()
+            name = folder.resolve().name if rel == "." else rel
+            if len(folders) > 1 and rel != ".":
+                name = f"{folder.resolve().name}/{rel}"
+            runs.append(load_run(run_dir, name))
+    return shorten_names(runs)
+
+
+def shorten_names(runs: list[Run]) -> list[Run]:
+    """Drop the `key=value` items every run's folder name shares (Hydra names job folders by overrides).
+
+    `data.dir=data/multi30k,model.norm=pre,train.max_steps=300` -> `model.norm=pre`; names stay
+    unchanged where shortening would empty or confuse them. comparison.csv keeps the full path.
+    """
+    if len(runs) < 2:
+        return runs
+    items = [r.name.split(",") for r in runs]
+    common = set(items[0]).intersection(*items[1:])
+    short = [",".join(i for i in parts if i not in common) for parts in items]
+    if common and all(short) and len(set(short)) == len(short):
+        for run, name in zip(runs, short):
+            run.name = name
+    return runs
+
+
+# Table ---------------------------------------------------------------------------------------
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def differing_params(runs: list[Run]) -> list[str]:
+    """Flattened config keys whose value is not the same in every run that has a config."""
+    with_config = [r for r in runs if r.params]
+    keys = sorted({k for r in with_config for k in r.params} - IGNORED_PARAMS)
+    differing = [k for k in keys if len({_key(r.params.get(k)) for r in with_config}) > 1]
+    group_order = {"data": 0, "model": 1, "train": 2, "decode": 3}
+    return sorted(differing, key=lambda k: (group_order.get(k.split(".")[0], 9), k))
+
+
+def sort_runs(runs: list[Run]) -> list[Run]:
+    """Best test BLEU first; runs without a test BLEU after, by status, then by name."""
+    return sorted(runs, key=lambda r: (r.bleu is None, -(r.bleu or 0.0), STATUS_ORDER.get(r.status, 5), r.name))
+
+
+def _read_lines(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def add_significance(runs: list[Run], n_samples: int = 1000) -> str:
+    """Paired bootstrap resampling of each run's test BLEU against the best run with identical references.
+
+    Sets Run.p_value / Run.baseline; returns the test's sacreBLEU signature ("" if nothing was tested).
+    """
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    groups: dict[str, list[tuple[Run, list[str], list[str]]]] = {}
+    for run in runs:
+        if run.bleu is None:
+            continue
+        hyps, refs = _read_lines(run.path / "test.hyp.txt"), _read_lines(run.path / "test.ref.txt")
+        if hyps is None or refs is None or len(hyps) != len(refs) or not refs:
+            continue
+        digest = hashlib.sha256("\n".join(refs).encode("utf-8")).hexdigest()
+        groups.setdefault(digest, []).append((run, hyps, refs))
+    signature = ""
+    for members in groups.values():
+        members.sort(key=lambda m: -(m[0].bleu or 0.0))
+        if len(members) < 2:  # nothing to test against
+            continue
+        best = members[0][0]
+        best.baseline = "best"
+        refs = members[0][2]
+        systems = [(m[0].name, m[1]) for m in members]
+        test = PairedTest(systems, {"BLEU": BLEU()}, references=[refs], test_type="bs", n_samples=n_samples)
+        sigs, scores = test()
+        for (run, _, _), result in zip(members[1:], scores["BLEU"][1:]):
+            run.p_value = float(result.p_value)
+            run.baseline = best.name
+        signature = str(sigs["BLEU"])
+    return signature

@@ -9,6 +9,7 @@ DATA_DIR ?= ../shared/data/multi30k
 TEXT ?= I like eating ice cream
 SWEEP ?= smoke
 ARGS ?=
+export TEXT  # read by the shell as "$$TEXT": any quotes inside the text survive
 RUN ?=
 NPROC ?= 2
 
@@ -47,7 +48,7 @@ train-full: data ## the longer recipe (more steps; best with a GPU)
 	$(PY) -m mt.train data.dir=data/multi30k train=full $(ARGS)
 
 translate: install ## translate TEXT="..." with the latest run's best checkpoint
-	$(PY) -m mt.translate "$(TEXT)" $(ARGS)
+	$(PY) -m mt.translate "$$TEXT" $(ARGS)
 
 evaluate: install ## BLEU/chrF of the latest run on the test split (ARGS="--beam 1 ...")
 	$(PY) -m mt.evaluate $(ARGS)

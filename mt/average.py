@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"no {SNAPSHOT_GLOB} snapshots in {args.run / 'checkpoints'} "
                     "(train with train.average_last=N to keep them)"
                 )
+            if args.last > len(paths):
+                print(
+                    f"mt.average: warning: --last {args.last} but {args.run / 'checkpoints'} keeps only {len(paths)} "
+                    f"snapshots: averaging those {len(paths)}",
+                    file=sys.stderr,
+                )
             paths = paths[-args.last :] if args.last else paths
         out = args.out or (args.run / "checkpoints" / "averaged.pt" if args.run else None)
         if out is None:

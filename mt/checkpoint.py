@@ -162,7 +162,13 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFil
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise UserError(f"checkpoint path is a directory, not a file: {path}")
+        if not (path / "checkpoints" / "best.pt").is_file():
+            raise UserError(f"{path} is a directory without checkpoints/best.pt: give a run folder or a .pt file")
+        path = path / "checkpoints" / "best.pt"  # a run folder means its best checkpoint
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (old: a pickle)
+        raise UserError(f"{path} is not a checkpoint file (not a PyTorch archive)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (
@@ -214,7 +220,7 @@ def tokenizer_of(ckpt: ModelFile) -> Tokenizer:
 
 
 def load(path: Path | str, device: str | torch.device = "cpu") -> Loaded:
-    """Rebuild model (eval mode) and tokenizer from a checkpoint file alone."""
+    """Rebuild model (eval mode) and tokenizer from a checkpoint file (or a run folder's best.pt) alone."""
     ckpt = read(path)
     try:
         model = build_model(ckpt).to(device).eval()

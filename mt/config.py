@@ -26,6 +26,14 @@ OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+# Settings that never change a result (where and how visibly a run happens): neither swept
+# parameters in mt.compare nor hyperparameters in TensorBoard.
+NOT_HYPERPARAMETERS = frozenset({
+    "data.cache_dir", "data.num_proc", "train.progress", "train.resume", "train.overwrite",
+    "train.log_every", "train.samples", "train.save_every", "train.device", "train.threads",
+})  # fmt: skip
+
+
 class _Checks:
     """Collects what is wrong with a config group, each problem naming its key (`train.lr`)."""
 
@@ -146,6 +154,30 @@ class DecodeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`python -m mt.serve`: where it listens and what one request may ask for."""
+
+    host: str = "127.0.0.1"  # loopback only unless told otherwise
+    port: int = 8000  # 0 = any free port
+    max_chars: int = 1000  # characters per text
+    max_texts: int = 32  # texts per request
+    max_beam: int = 8  # largest beam a request may ask for
+    max_body_bytes: int = 1_048_576  # request body size
+    queue_size: int = 64  # requests waiting for the decoder; beyond this the answer is 503
+    batching: bool = True  # decode requests that arrive together in one batch
+    batch_window_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_batch_texts: int = 64  # texts per decoding batch (a request is never split)
+
+    def problems(self) -> list[str]:
+        c = _Checks("serve", self)
+        c.require(bool(self.host.strip()), "host", "must not be empty")
+        c.require(0 <= self.port <= 65535, "port", "must be in [0, 65535]")
+        c.at_least(1, "max_chars", "max_texts", "max_beam", "max_body_bytes", "queue_size", "max_batch_texts")
+        c.require(0 <= self.batch_window_ms <= 1000, "batch_window_ms", "must be in [0, 1000]")
+        return c.found
+
+
+@dataclass
 class TrainConfig:
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda
@@ -231,7 +263,7 @@ class MTConfig:
         return found
 
 
-def validate(cfg: MTConfig | DataConfig | ModelConfig | TrainConfig | DecodeConfig):
+def validate(cfg: MTConfig | DataConfig | ModelConfig | TrainConfig | DecodeConfig | ServeConfig):
     """The config itself if every value is in range; else one UserError listing what is wrong."""
     found = cfg.problems()
     if found:

@@ -23,6 +23,7 @@ from mt.batching import Split, bucket_batches, padding_waste
 from mt.config import DataConfig, default_data_dir
 from mt.errors import UserError
 from mt.fileio import iter_lines, read_lines
+from mt.paths import PROJECT_ROOT
 from mt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,11 @@ datasets.disable_progress_bars()
 
 # Reading files ---------------------------------------------------------------------------
 def corpus_dir(cfg: DataConfig) -> Path:
+    """data.dir (a relative path: from the current directory, else from the project, as the
+    built-in configs' paths are), or the corpus's default directory."""
     directory = Path(cfg.dir) if cfg.dir else default_data_dir(cfg.name)
+    if not directory.is_absolute() and not directory.is_dir() and (PROJECT_ROOT / directory).is_dir():
+        directory = PROJECT_ROOT / directory
     if not directory.is_dir():
         raise UserError(f"data directory not found: {directory} (set data.dir=..., or run `make data` to prepare it)")
     return directory

@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mt.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--checkpoint", help="a .pt file or a run folder (default: the newest finished run under outputs/)")
+    p.add_argument(
+        "--split", default="test", choices=["train", "valid", "test"], help="corpus split to score (default: test)"
+    )
     p.add_argument("--data", help="corpus config name (default: the one the checkpoint was trained on)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra data overrides, e.g. data.dir=...")
     p.add_argument("--src", help="source file to translate instead of a corpus split")
@@ -77,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error("mt.evaluate"):
         from mt.checkpoint import load
         from mt.decode import translate_ids
-        from mt.rundir import latest_checkpoint
+        from mt.rundir import checkpoint_to_use
 
         cfg = decode_config(args)
-        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
+        path = checkpoint_to_use(args.checkpoint, "mt.evaluate")
         device = setup_device(args)
         loaded = load(path, device)
         if args.src or args.ref:

@@ -13,6 +13,5 @@ CONFIG_DIR = PROJECT_ROOT / "configs"  # Hydra's config groups
 PREPARED_DATA = PROJECT_ROOT / "data"  # corpora made by `make data`, and data/cache
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"  # the team's read-only copies, beside the project
 ALIGNMENT_GOLD = SHARED_DATA / "alignment-gold" / "en-fr"  # Hansards en-fr gold links
-RUN_ROOT = Path("outputs")  # single runs (Hydra's hydra.run.dir, configs/config.yaml)
+RUN_ROOT = Path("outputs")  # single runs (hydra.run.dir); the latest finished one is every tool's default model
 SWEEP_ROOT = Path("multirun")  # sweeps (hydra.sweep.dir)
-RUN_ROOTS = (RUN_ROOT, SWEEP_ROOT)  # where tools look for the latest trained checkpoint

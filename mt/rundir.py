@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from mt.errors import UserError
-from mt.paths import RUN_ROOTS
+from mt.paths import RUN_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,43 @@ def refuse_clobbering(run_dir: RunDir, resume: bool, overwrite: bool) -> None:
         )
 
 
-def latest_checkpoint(roots: tuple[Path, ...] = RUN_ROOTS) -> Path:
-    """best.pt of the most recently written run under outputs/ (or multirun/)."""
-    found = [p for root in roots if root.is_dir() for p in root.glob("**/checkpoints/best.pt")]
-    if not found:
-        raise UserError("no trained model found under outputs/: run `make train` first, or pass --checkpoint FILE")
-    return max(found, key=lambda p: p.stat().st_mtime)
+def is_demo_run(metrics: dict) -> bool:
+    """A toy-corpus or smoke-recipe run: made to test the pipeline, not to translate with."""
+    data = (metrics.get("config") or {}).get("data") or {}
+    return data.get("name") == "toy" or "train=smoke" in (metrics.get("overrides") or [])
+
+
+def latest_checkpoint(root: Path = RUN_ROOT) -> Path:
+    """The default model of every tool: best.pt of the newest *finished* run under outputs/.
+
+    Toy-corpus and smoke-recipe runs, unfinished runs and sweep jobs (multirun/) never become the
+    default; name them with --checkpoint (a .pt file or a run folder).
+    """
+    finished, skipped = [], 0
+    for metrics_file in root.glob("**/metrics.json") if root.is_dir() else []:
+        try:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        best = metrics_file.parent / "checkpoints" / "best.pt"
+        if isinstance(metrics, dict) and metrics.get("status") == "completed" and best.is_file():
+            if is_demo_run(metrics):
+                skipped += 1
+            else:
+                finished.append((metrics_file.stat().st_mtime, str(best)))
+    if not finished:
+        also = f" ({skipped} toy/smoke runs there are not used by default)" if skipped else ""
+        raise UserError(f"no finished training run under {root}/{also}: run `make train` first, or pass --checkpoint")
+    return Path(max(finished)[1])
+
+
+def checkpoint_to_use(given: str | None, prog: str) -> Path:
+    """--checkpoint as given (file or run folder), else the latest finished run; says which on stderr."""
+    path = Path(given) if given else latest_checkpoint()
+    if path.is_dir() and RunDir(path).best.is_file():
+        path = RunDir(path).best
+    print(f"{prog}: using {path}", file=sys.stderr)
+    return path
 
 
 class RunLock:

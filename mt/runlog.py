@@ -7,6 +7,7 @@ On DDP ranks other than 0 the log is disabled and every call does nothing.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from typing_extensions import TypedDict
 
 from mt.checkpoint import TrainState
-from mt.config import MTConfig
+from mt.config import NOT_HYPERPARAMETERS, MTConfig
 from mt.fileio import atomic_write_json
 from mt.rundir import RunDir
 
@@ -72,14 +73,26 @@ def config_dicts(cfg: MTConfig) -> dict[str, dict[str, Any]]:
     return {group: asdict(getattr(cfg, group)) for group in ("data", "model", "train", "decode")}
 
 
-def flat_hparams(cfg: MTConfig) -> dict[str, Any]:
-    """Scalar hyperparameters for TensorBoard's HParams plugin."""
-    return {
+# What the HParams table shows for every run, besides the keys set on the command line.
+HPARAM_KEYS = (
+    "data.name", "data.src_lang", "data.tgt_lang", "data.vocab_size", "model.d_model", "model.layers", "model.heads",
+    "model.ffn_dim", "model.dropout", "model.norm", "train.lr", "train.warmup_steps", "train.max_tokens",
+    "train.max_steps", "train.label_smoothing", "train.seed",
+)  # fmt: skip
+# Its metrics: the last value of these scalars (no extra charts; the test scores are in metrics.json).
+HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss")
+
+
+def flat_hparams(cfg: MTConfig, overrides: list[str] = ()) -> dict[str, Any]:
+    """The hyperparameters that matter (HPARAM_KEYS) and those the command line set, as scalars."""
+    flat = {
         f"{group}.{key}": value
         for group, values in config_dicts(cfg).items()
         for key, value in values.items()
         if isinstance(value, (int, float, str, bool))
     }
+    chosen = [*HPARAM_KEYS, *(o.split("=", 1)[0].lstrip("+~") for o in overrides)]
+    return {key: flat[key] for key in dict.fromkeys(chosen) if key in flat and key not in NOT_HYPERPARAMETERS}
 
 
 class RunLog:
@@ -152,15 +165,12 @@ class RunLog:
         if self.writer is None:
             return
         if metrics:
-            self.writer.add_hparams(
-                flat_hparams(self.cfg),
-                {
-                    "hparam/test_bleu": metrics["test_bleu"],
-                    "hparam/best_valid_bleu": metrics["best_valid_bleu"] or 0.0,
-                    "hparam/test_chrf": metrics["test_chrf"],
-                },
-                run_name=".",
-            )
+            from torch.utils.tensorboard.summary import hparams
+
+            # The plugin's three summaries only: add_hparams would also write one-point
+            # `hparam/*` charts that sort above train/ and valid/.
+            for summary_proto in hparams(flat_hparams(self.cfg, self.overrides), dict.fromkeys(HPARAM_METRICS, 0.0)):
+                self.writer.file_writer.add_summary(summary_proto)
         self.writer.close()
         self.writer = None
 
@@ -173,3 +183,17 @@ def summary(metrics: RunMetrics, run_dir: RunDir) -> str:
         f"  tensorboard:     tensorboard --logdir {run_dir.tensorboard}\n"
         f"  metrics:         {run_dir.metrics}"
     )
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The terminal side of `python -m mt.train`'s logging (configs/config.yaml, hydra.job_logging):
+    lines go through tqdm so they print above the progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 (logging must never raise)
+            self.handleError(record)

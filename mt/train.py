@@ -273,11 +273,10 @@ class Trainer:
         self.log.validation(record, scoring.samples_markdown(valid, decoded.text, tc.samples), figures)
         if improved:
             atomic_torch_save(self.paths.best, self._pack(resumable=False))
-        tqdm.write(
+        log.info(
             f"step {st.step} epoch {st.epoch} | valid loss {loss:.3f} ppl {record['valid_ppl']:.2f} "
             f"BLEU {bleu:.2f} chrF {chrf:.2f} | best {st.best_bleu:.2f} @ {st.best_step}"
-            f"{' *' if improved else ''} | {time.perf_counter() - start:.1f}s",
-            file=sys.stderr,
+            f"{' *' if improved else ''} | {time.perf_counter() - start:.1f}s"
         )
         self.write_metrics("running")
         return bool(tc.patience) and st.bad_validations >= tc.patience
@@ -336,11 +335,10 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> Run
     except KeyboardInterrupt:
         distributed.shutdown(trainer.dist)
         if trainer.dist.main and trainer.paths.last.exists():
-            print(
+            log.warning(
                 f"interrupted at step {trainer.state.step}; resumable checkpoint: {trainer.paths.last}\n"
                 f"resume with: python -m mt.train {' '.join(overrides or [])} train.resume=true "
-                f"hydra.run.dir={run_dir}",
-                file=sys.stderr,
+                f"hydra.run.dir={run_dir}"
             )
         trainer.write_metrics("interrupted")
         raise
@@ -352,7 +350,7 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> Run
         trainer.close()
     distributed.shutdown(trainer.dist)
     if metrics:
-        print(summary(metrics, trainer.paths), file=sys.stderr)
+        log.info(summary(metrics, trainer.paths))
     return metrics
 
 
@@ -365,6 +363,8 @@ def _main() -> None:
     from mt.cli import hydra_entry
     from mt.config import to_dataclass
 
+    failed_jobs: list[str] = []  # of a sweep: the sweep goes on, then exits non-zero naming them
+
     @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
     def task(dcfg: DictConfig) -> float | None:
         hc = HydraConfig.get()
@@ -373,8 +373,9 @@ def _main() -> None:
         try:
             metrics = run(to_dataclass(dcfg), run_dir, list(hc.overrides.task))
         except UserError as err:
-            print(f"mt.train: error: {err}", file=sys.stderr)
+            log.error(f"mt.train: error: {err}")  # console (stderr) and train.log
             if multirun:  # one failed job must not end the sweep; compare shows it as failed
+                failed_jobs.append(f"{run_dir}: {err}")
                 return None
             sys.exit(2)
         except KeyboardInterrupt:
@@ -386,6 +387,9 @@ def _main() -> None:
             rundir.preflight(RunDir(Path(hydra_settings["hydra.run.dir"])), cfg.train.resume, cfg.train.overwrite)
 
     hydra_entry(task, "mt.train", preflight=refuse_busy_or_finished_run_dir)
+    if failed_jobs:
+        print(f"mt.train: error: {len(failed_jobs)} sweep job(s) failed:", *failed_jobs, sep="\n  ", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from mt.checkpoint import load
 from mt.config import DecodeConfig
 from mt.decode import translate_ids
 from mt.fileio import read_lines
-from mt.rundir import latest_checkpoint
+from mt.rundir import checkpoint_to_use
 
 
 def timed(model, src_ids, cfg, use_cache) -> dict[str, float]:
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--uncached-limit", type=int, default=200, help="sentences for the (slow) uncached comparison")
     p.add_argument("--json", default="outputs/bench/decode.json")
     args = p.parse_args()
-    path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
+    path = checkpoint_to_use(args.checkpoint, "bench_decode")
     loaded = load(path)
     src_ids = loaded.tokenizer.encode_src(read_lines(Path(args.src)))
     result: dict = {"checkpoint": str(path), "threads": torch.get_num_threads(), "torch": torch.__version__}

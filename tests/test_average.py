@@ -62,6 +62,14 @@ def test_cli_averages_a_runs_snapshots(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert read(out)["averaged_from"] == [str(p) for p in snapshots(run_dir / "checkpoints")]
+    more = subprocess.run(
+        [sys.executable, "-m", "mt.average", "--run", str(run_dir), "--last", "5", "--out", str(tmp_path / "b.pt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert more.returncode == 0 and "--last 5 but" in more.stderr and "keeps only 2 snapshots" in more.stderr
     # The averaged file is a complete checkpoint: the translate tool loads it.
     tr = subprocess.run(
         [sys.executable, "-m", "mt.translate", "--checkpoint", str(out), "a b c"],

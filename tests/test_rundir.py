@@ -12,7 +12,7 @@ import pytest
 
 from mt.checkpoint import read
 from mt.errors import UserError
-from mt.rundir import RunDir, RunLock
+from mt.rundir import RunDir, RunLock, latest_checkpoint
 from mt.train import run
 
 from .conftest import ROOT, toy_config, toy_train_cmd
@@ -133,3 +133,37 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     (run_dir / ".lock").write_text(f"{dead.pid}\n")  # left behind by a process killed with SIGKILL
     assert run(toy_config(tmp_path, max_steps=4, eval_every=4), run_dir)["status"] == "completed"
     assert (run_dir / ".lock").read_text() == ""  # released when the run ended
+
+
+def finished_fake_run(root, name, data="multi30k", overrides=(), status="completed"):
+    run_dir = root / name
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"PK")
+    metrics = {"status": status, "overrides": list(overrides), "config": {"data": {"name": data}}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def test_the_default_model_is_the_newest_finished_real_run(tmp_path):
+    outputs = tmp_path / "outputs"
+    real = finished_fake_run(outputs, "multi30k/a")
+    time.sleep(0.01)
+    finished_fake_run(outputs, "toy/b", data="toy")  # newer, but a toy
+    finished_fake_run(outputs, "multi30k/c", overrides=["train=smoke"])  # newer, but a smoke run
+    finished_fake_run(outputs, "multi30k/d", status="running")  # newer, but not finished
+    assert latest_checkpoint(outputs) == real
+
+
+def test_without_a_real_run_the_error_says_why(tmp_path):
+    outputs = tmp_path / "outputs"
+    finished_fake_run(outputs, "toy/b", data="toy")
+    with pytest.raises(UserError, match=r"no finished training run .*\(1 toy/smoke runs there"):
+        latest_checkpoint(outputs)
+
+
+def test_checkpoint_accepts_a_run_folder_and_names_non_checkpoints(trained_run, tmp_path):
+    assert read(trained_run)["model"].keys() == read(trained_run / "checkpoints" / "best.pt")["model"].keys()
+    with pytest.raises(UserError, match="not a checkpoint file"):
+        read(ROOT / "README.md")
+    with pytest.raises(UserError, match="directory without checkpoints/best.pt"):
+        read(tmp_path)

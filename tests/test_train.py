@@ -141,6 +141,7 @@ def test_sigint_saves_a_resumable_checkpoint(tmp_path):
     assert "resumable checkpoint:" in err and "Traceback" not in err
     assert read(run_dir / "checkpoints" / "last.pt")["train_state"]["step"] > 0
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+    assert "resume with: python -m mt.train" in log.read_text()  # what the terminal said is in train.log too
 
 
 def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, monkeypatch):
@@ -180,3 +181,36 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     )
     with pytest.raises(UserError, match="non-finite losses in a row"):
         run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_train_log_holds_validation_and_test_lines(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        train_cmd(run_dir, "train.max_steps=8", "train.eval_every=4"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    log = (run_dir / "train.log").read_text()
+    assert log.count("| valid loss") == 2 and "done: test BLEU" in log
+    assert "step 4 epoch" in done.stderr and "done: test BLEU" in done.stderr  # and on the terminal
+
+
+@pytest.mark.slow
+def test_sweep_from_another_directory_with_a_failing_job_exits_nonzero(tmp_path):
+    """Built-in relative data paths resolve from anywhere; a failed job fails the sweep after the others ran."""
+    sweep = tmp_path / "sweep"
+    done = subprocess.run(
+        toy_train_cmd(
+            "-m", "train.max_steps=4", "train.eval_every=4", "train.progress=false", "train.optimizer=adam,sgd",
+            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
+        ),
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "1 sweep job(s) failed" in done.stderr and "train.optimizer must be one of adam, adamw" in done.stderr
+    statuses = sorted(json.loads(p.read_text()).get("status") for p in sweep.glob("*/metrics.json"))
+    assert statuses == ["completed"]  # the good job ran; the bad one was refused before writing metrics

@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mt.config import NOT_HYPERPARAMETERS
 from mt.errors import UserError
 from mt.paths import SWEEP_ROOT
 from mt.runlog import RunMetrics, read_metrics
-
-# Settings that never change a result: not shown as swept parameters.
-IGNORED_PARAMS = {"train.progress", "train.resume", "train.log_every", "train.samples", "train.save_every"}
-
 
 # Folders inside a run that never hold another run.
 SKIP_DIRS = {"tb", "checkpoints", "tokenizer", "eval", ".hydra"}
@@ -166,7 +163,7 @@ def _key(value: Any) -> str:
 def differing_params(runs: list[Run]) -> list[str]:
     """Flattened config keys whose value is not the same in every run that has a config."""
     with_config = [r for r in runs if r.params]
-    keys = sorted({k for r in with_config for k in r.params} - IGNORED_PARAMS)
+    keys = sorted({k for r in with_config for k in r.params} - NOT_HYPERPARAMETERS)
     differing = [k for k in keys if len({_key(r.params.get(k)) for r in with_config}) > 1]
     group_order = {"data": 0, "model": 1, "train": 2, "decode": 3}
     return sorted(differing, key=lambda k: (group_order.get(k.split(".")[0], 9), k))

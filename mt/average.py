@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from mt import checkpoint as ckpt_io
+from mt.cli import command_parser
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_torch_save
 
@@ -99,9 +100,7 @@ def average_if_better(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mt.average", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("python -m mt.average", __doc__)
     p.add_argument("checkpoints", nargs="*", type=Path, help="checkpoint files to average")
     p.add_argument("--run", type=Path, help="a run directory: average its last snapshots (train.average_last)")
     p.add_argument("--last", type=int, default=0, help="with --run: how many of the latest snapshots (0 = all)")

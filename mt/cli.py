@@ -67,6 +67,21 @@ def check_overrides(args: list[str]) -> tuple[MTConfig, dict[str, str]]:
 
 
 # argparse options shared by the commands --------------------------------------------------------
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the description's examples as written and states each option's default
+    (unless its help already says it, or there is none to state)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
@@ -148,3 +163,10 @@ def hydra_entry(
             sys.exit(2)
     sys.argv = [sys.argv[0], *args, *(overrides_extra or [])]
     task()
+
+
+def progress_bar(total: int, unit: str, desc: str):
+    """A tqdm bar on stderr when it is a terminal; silent (but still usable) when piped or logged."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)

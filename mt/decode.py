@@ -6,6 +6,7 @@ where len counts the output tokens including the final eos.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -186,8 +187,12 @@ def translate_ids(
     device: torch.device | str = "cpu",
     need_attention: bool = False,
     use_cache: bool = True,
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode many sentences: sorted by length into token-budget batches, returned in input order."""
+    """Decode many sentences: sorted by length into token-budget batches, returned in input order.
+
+    `on_batch(n)` is told after each batch how many sentences it held (a progress bar's update).
+    """
     model.eval()
     limit = model.config.max_positions - 1  # room for the source eos
     src_ids = [s[:limit] for s in src_ids]
@@ -205,4 +210,6 @@ def translate_ids(
                     hyp.attention = hyp.attention[..., : len(src_ids[i]) + 1]
             results[i] = hyps
         start += size
+        if on_batch is not None:
+            on_batch(len(chunk))
     return results

@@ -15,7 +15,7 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.cli import add_decode_args, add_device_args, command_parser, decode_config, progress_bar, setup_device
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_write_json, atomic_write_text
 
@@ -57,9 +57,7 @@ def _split_texts(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mt.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("python -m mt.evaluate", __doc__)
     p.add_argument("--checkpoint", help="a .pt file or a run folder (default: the newest finished run under outputs/)")
     p.add_argument(
         "--split", default="test", choices=["train", "valid", "test"], help="corpus split to score (default: test)"
@@ -97,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             src, ref = _split_texts(data_name, args.split, loaded.src_lang, loaded.tgt_lang, args.set)
             name = f"{data_name}.{args.split}"
         start = time.perf_counter()
-        hyps = translate_ids(loaded.model, loaded.tokenizer.encode_src(src), cfg, device)
+        with progress_bar(len(src), "sent", f"translating {name}") as bar:
+            hyps = translate_ids(loaded.model, loaded.tokenizer.encode_src(src), cfg, device, on_batch=bar.update)
         seconds = time.perf_counter() - start
         text = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
         scores = score_translations(text, ref)

@@ -36,7 +36,15 @@ from mt.align.extract import (
 )
 from mt.align.gold import GoldLine, aer, flip_gold, format_score, read_alignment_file, read_gold_pairs
 from mt.align.symmetrize import SYMMETRIZE, invert, symmetrize
-from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.cli import (
+    HelpFormatter,
+    add_decode_args,
+    add_device_args,
+    command_parser,
+    decode_config,
+    progress_bar,
+    setup_device,
+)
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_write_json, atomic_write_text, read_lines
 from mt.paths import ALIGNMENT_GOLD
@@ -99,11 +107,14 @@ def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
     add_device_args(p)
 
 
+class _SubParser(argparse.ArgumentParser):
+    def __init__(self, **kwargs) -> None:  # subcommands state their defaults like the main parser
+        super().__init__(**{**kwargs, "formatter_class": HelpFormatter})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mt.align", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    p = command_parser("python -m mt.align", __doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     e = sub.add_parser("extract", help="word alignments (default subcommand)")
     _add_model_args(e, tgt_required=False)
@@ -146,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
     q.add_argument("--out", default="align_{n}.png", help="output file, {n} = line number (default: %(default)s)")
 
-    g = sub.add_parser("prepare-gold", help="write the gold sentences as plain text for training / aligning")
+    g = sub.add_parser(
+        "prepare-gold",
+        formatter_class=HelpFormatter,
+        help="write the gold sentences as plain text for training / aligning",
+    )
     g.add_argument("--gold-dir", default=str(ALIGNMENT_GOLD), help="directory with hansards.src-tgt and hansards.gold")
     g.add_argument("--out", default="data/align", help="output directory (default: %(default)s)")
     return p
@@ -200,13 +215,19 @@ def run_extract(args: argparse.Namespace) -> None:
         if not args.translations:
             raise UserError("without --tgt, give --translations FILE to keep the translations that are aligned")
         decode = decode_config(args)
-        texts, links = align_translations(_load(args.checkpoint, device), src_lines, cfg, decode, device)
+        loaded = _load(args.checkpoint, device)
+        with progress_bar(len(src_lines), "sent", "translating and aligning") as bar:
+            texts, links = align_translations(loaded, src_lines, cfg, decode, device, on_batch=bar.update)
         _write_lines(args.translations, texts)
         _write_lines(args.output, (format_links(x) for x in links))
         return
-    links = align_pairs(_load(args.checkpoint, device), src_lines, tgt_lines, cfg, device)
+    loaded = _load(args.checkpoint, device)
+    with progress_bar(len(src_lines), "pair", "aligning") as bar:
+        links = align_pairs(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)
     if args.reverse_checkpoint:
-        backward = align_pairs(_load(args.reverse_checkpoint, device), tgt_lines, src_lines, cfg, device)
+        reverse = _load(args.reverse_checkpoint, device)
+        with progress_bar(len(src_lines), "pair", "aligning the reverse direction") as bar:
+            backward = align_pairs(reverse, tgt_lines, src_lines, cfg, device, on_batch=bar.update)
         links = [symmetrize(f, invert(b), args.symmetrize) for f, b in zip(links, backward)]
     _write_lines(args.output, (format_links(x) for x in links))
 
@@ -230,7 +251,8 @@ def run_sweep(args: argparse.Namespace) -> None:
     loaded = _load(args.checkpoint, device)
     layers, heads = model_dims(loaded)
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
-    att = pair_attention(loaded, enc, device)
+    with progress_bar(len(src_lines), "pair", "attention") as bar:
+        att = pair_attention(loaded, enc, device, bar.update)
     reverse = None
     if args.reverse_checkpoint:
         rev = _load(args.reverse_checkpoint, device)

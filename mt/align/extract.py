@@ -191,7 +191,12 @@ def format_links(links: Iterable[Link]) -> str:
 # Attention from a model ---------------------------------------------------------------------
 @torch.no_grad()
 def teacher_forced_attention(
-    model, src_ids: Sequence[list[int]], tgt_ids: Sequence[list[int]], device="cpu", max_tokens: int = 4000
+    model,
+    src_ids: Sequence[list[int]],
+    tgt_ids: Sequence[list[int]],
+    device="cpu",
+    max_tokens: int = 4000,
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[Tensor]:
     """Cross-attention of the model reading the reference target: one [L,H,n+1,S+1] per pair.
 
@@ -214,6 +219,8 @@ def teacher_forced_attention(
         for b, i in enumerate(chunk):
             out[i] = stacked[b, :, :, : len(tgt_ids[i]) + 1, : len(src_ids[i]) + 1].clone()
         start += len(chunk)
+        if on_batch is not None:  # progress: pairs done
+            on_batch(len(chunk))
     return out  # type: ignore[return-value]
 
 
@@ -244,10 +251,11 @@ def encode_pairs(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str], 
     return Encoded(cut(src, 0), cut(src, 1), cut(tgt, 0), cut(tgt, 1))
 
 
-def pair_attention(loaded, enc: Encoded, device) -> list[Tensor]:
+def pair_attention(loaded, enc: Encoded, device, on_batch: Callable[[int], object] | None = None) -> list[Tensor]:
     """Teacher-forced attention per pair; pairs with an empty side get an empty tensor (no links)."""
     keep = [i for i in range(len(enc.src_ids)) if enc.src_ids[i] and enc.tgt_ids[i]]
-    att = teacher_forced_attention(loaded.model, [enc.src_ids[i] for i in keep], [enc.tgt_ids[i] for i in keep], device)
+    src, tgt = [enc.src_ids[i] for i in keep], [enc.tgt_ids[i] for i in keep]
+    att = teacher_forced_attention(loaded.model, src, tgt, device, on_batch=on_batch)
     out = [torch.zeros(0)] * len(enc.src_ids)
     for i, a in zip(keep, att):
         out[i] = a
@@ -261,12 +269,17 @@ def all_links(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[lis
 
 
 def align_pairs(
-    loaded, src_lines: Sequence[str], tgt_lines: Sequence[str], cfg: AlignConfig, device="cpu"
+    loaded,
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    cfg: AlignConfig,
+    device="cpu",
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[list[Link]]:
     """Teacher-forced alignments of whitespace-tokenized pairs: one list of (src, tgt) links per pair."""
     check_config(cfg, *model_dims(loaded))
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
-    return all_links(pair_attention(loaded, enc, device), enc, cfg)
+    return all_links(pair_attention(loaded, enc, device, on_batch), enc, cfg)
 
 
 @dataclass
@@ -294,7 +307,12 @@ def align_hypothesis(
 
 
 def align_translations(
-    loaded, src_lines: Sequence[str], cfg: AlignConfig, decode: DecodeConfig | None = None, device="cpu"
+    loaded,
+    src_lines: Sequence[str],
+    cfg: AlignConfig,
+    decode: DecodeConfig | None = None,
+    device="cpu",
+    on_batch: Callable[[int], object] | None = None,
 ) -> tuple[list[str], list[list[Link]]]:
     """Translate, then align each translation word (pieces grouped at `▁`) to a source word.
 
@@ -308,7 +326,7 @@ def align_translations(
     encoded = [(ids[:limit], wids[:limit]) for ids, wids in encode_sentences(tok.encode_src, words)]
     keep = [i for i, (ids, _) in enumerate(encoded) if ids]
     results = translate_ids(
-        loaded.model, [encoded[i][0] for i in keep], decode or DecodeConfig(), device, need_attention=True
+        loaded.model, [encoded[i][0] for i in keep], decode or DecodeConfig(), device, True, on_batch=on_batch
     )
     texts, links = [""] * len(src_lines), [[] for _ in src_lines]
     for i, hyps in zip(keep, results):

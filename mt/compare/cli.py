@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mt.cli import command_parser
 from mt.compare.report import compare, csv_text, markdown_report, plot_png
 from mt.compare.runs import latest_sweep
 from mt.errors import UserError, exit_on_user_error
@@ -13,9 +14,7 @@ from mt.fileio import atomic_write_bytes, atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mt.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("python -m mt.compare", __doc__)
     p.add_argument(
         "folders",
         nargs="*",

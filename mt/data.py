@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +29,8 @@ from mt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
-datasets.disable_progress_bars()
+if not sys.stderr.isatty():  # tokenizing a big split shows datasets' progress on a terminal only
+    datasets.disable_progress_bars()
 
 
 # Reading files ---------------------------------------------------------------------------

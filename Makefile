@@ -13,7 +13,7 @@ export TEXT  # read by the shell as "$$TEXT": any quotes inside the text survive
 RUN ?=
 NPROC ?= 2
 
-.PHONY: help install data train train-ddp train-full translate evaluate sweep compare align bench test test-fast lint format clean
+.PHONY: help install data train train-ddp train-full translate serve evaluate sweep compare align bench test test-fast lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ train-full: data ## the longer recipe (more steps; best with a GPU)
 
 translate: install ## translate TEXT="..." with the latest run's best checkpoint
 	$(PY) -m mt.translate "$$TEXT" $(ARGS)
+
+serve: install ## HTTP API + attention explorer on http://127.0.0.1:8000/ (ARGS="--checkpoint CKPT --port N")
+	$(PY) -m mt.serve $(ARGS)
 
 evaluate: install ## BLEU/chrF of the latest run on the test split (ARGS="--beam 1 ...")
 	$(PY) -m mt.evaluate $(ARGS)

@@ -4,6 +4,7 @@ defaults come from the config dataclasses. Config mistakes are answered with one
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -82,9 +83,25 @@ def command_parser(prog: str, description: str | None) -> argparse.ArgumentParse
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
+def inference_threads() -> int:
+    """The default --threads of the commands that translate: half the cores, at least one.
+
+    Measured on a 2-core CPU (docs/benchmarks.md, scripts/bench_threads.py): alone, one thread
+    translates 18 % slower than two; beside a training that uses both cores, two threads made the
+    same job 3.6x slower than one (40.6 s against 11.4 s): their threads spin against each other.
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=inference_threads(),
+        help="CPU threads; 0 = one per core (fastest alone, a crawl beside a training) (default: half the "
+        "cores: %(default)s)",
+    )
 
 
 def setup_device(args: argparse.Namespace):
@@ -165,7 +182,7 @@ def hydra_entry(
     task()
 
 
-def progress_bar(total: int, unit: str, desc: str):
+def progress_bar(total: int | None, unit: str, desc: str):
     """A tqdm bar on stderr when it is a terminal; silent (but still usable) when piped or logged."""
     from tqdm import tqdm
 

@@ -124,11 +124,13 @@ def latest_checkpoint(root: Path = RUN_ROOT) -> Path:
 
 
 def checkpoint_to_use(given: str | None, prog: str) -> Path:
-    """--checkpoint as given (file or run folder), else the latest finished run; says which on stderr."""
+    """--checkpoint as given (file or run folder), else the latest finished run; says on stderr
+    which file it chose (none to say when --checkpoint named the file itself)."""
     path = Path(given) if given else latest_checkpoint()
     if path.is_dir() and RunDir(path).best.is_file():
         path = RunDir(path).best
-    print(f"{prog}: using {path}", file=sys.stderr)
+    if path != Path(given or ""):
+        print(f"{prog}: using {path}", file=sys.stderr)
     return path
 
 

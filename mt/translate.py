@@ -1,11 +1,13 @@
-"""Translate text with a trained checkpoint.
+"""Translate text with a trained checkpoint: each argument, each line of a file or of standard
+input, or each sentence typed at the prompt becomes one line of output (or one JSON object).
+--show-attention adds the word-level cross-attention and its alignment; --plot draws every head.
 
-    python -m mt.translate "I like eating ice cream"
+    python -m mt.translate "I like eating ice cream" "Two dogs play in the snow."
     python -m mt.translate --show-attention --plot attn.png "A dog runs in the park."
     cat sentences.en | python -m mt.translate --beam 5 > sentences.de
     python -m mt.translate --interactive
 
-Without --checkpoint, the best checkpoint of the most recent run under outputs/ is used.
+Without --checkpoint: best.pt of the newest finished run under outputs/ (said on stderr).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.cli import add_decode_args, add_device_args, command_parser, decode_config, progress_bar, setup_device
 from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
-from mt.rundir import latest_checkpoint
+from mt.rundir import checkpoint_to_use
 
 
 def clean(line: str) -> str:
@@ -70,8 +72,9 @@ class Translator:
         self.attention = attention
         self.limit = self.loaded.model.config.max_positions - 1
 
-    def translate(self, lines: list[str]) -> tuple[list[Source], list[list]]:
-        """Sources and hypotheses (n-best) per line; empty lines give no hypotheses."""
+    def translate(self, lines: list[str], decode: DecodeConfig | None = None) -> tuple[list[Source], list[list]]:
+        """Sources and hypotheses (n-best) per line, with `decode` or the translator's settings;
+        lines with nothing to read (empty, or only characters the tokenizer drops) give none."""
         from mt.align.extract import encode_sentences
         from mt.decode import translate_ids
 
@@ -86,9 +89,9 @@ class Translator:
                     file=sys.stderr,
                 )
             sources.append(Source(ws, ids[: self.limit], word_ids[: self.limit]))
-        todo = [i for i, ws in enumerate(words) if ws]
+        todo = [i for i, source in enumerate(sources) if source.ids]
         hyps = translate_ids(
-            self.loaded.model, [sources[i].ids for i in todo], self.cfg, self.device, need_attention=self.attention
+            self.loaded.model, [sources[i].ids for i in todo], decode or self.cfg, self.device, self.attention
         )
         out: list[list] = [[] for _ in lines]
         for i, h in zip(todo, hyps):
@@ -104,6 +107,9 @@ def write_results(
 ) -> None:
     sources, results = translator.translate(lines)
     for k, (source, hyps) in enumerate(zip(sources, results)):
+        if args.format == "json":
+            write_json(translator, source, hyps, args, out)
+            continue
         if not hyps:
             out.write("\n")
             continue
@@ -117,6 +123,19 @@ def write_results(
     out.flush()
 
 
+def write_json(translator: Translator, source: Source, hyps: list, args: argparse.Namespace, out: TextIO) -> None:
+    """--format json: one object per input line, built as mt.serve builds its answers (with the
+    word attention matrices under --show-attention)."""
+    import json
+
+    from mt.serve.results import translation_result
+
+    result = translation_result(translator.loaded.tokenizer, source, hyps, attention=args.show_attention)
+    out.write(json.dumps(result, ensure_ascii=False) + "\n")
+    if args.plot and hyps:
+        show_attention(translator, source, hyps[0], args, out)
+
+
 def show_attention(translator: Translator, source: Source, hyp, args: argparse.Namespace, out: TextIO) -> None:
     """--show-attention: the word matrix and links of mt.align's one path (`align_hypothesis`,
     default AlignConfig), exactly what `python -m mt.align --translations` gives for this line;
@@ -124,7 +143,7 @@ def show_attention(translator: Translator, source: Source, hyp, args: argparse.N
     from mt.align.extract import AlignConfig, align_hypothesis, attention_grid_text
 
     tok = translator.loaded.tokenizer
-    if args.show_attention:
+    if args.show_attention and args.format == "text":  # json: the matrices are in the object
         aligned = align_hypothesis(tok, source.words, source.word_ids, hyp, AlignConfig())
         src_words, tgt_words = aligned.src_words, aligned.tgt_words
         out.write(attention_grid_text(aligned.matrix, src_words, tgt_words, aligned.links) + "\n")
@@ -141,18 +160,24 @@ def show_attention(translator: Translator, source: Source, hyp, args: argparse.N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m mt.translate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = command_parser("python -m mt.translate", __doc__)
+    p.add_argument(
+        "text", nargs="*", help="texts to translate, one output line each (quote each sentence); none: standard input"
     )
-    p.add_argument("text", nargs="*", help="text to translate (default: read standard input)")
-    p.add_argument("--checkpoint", help="checkpoint file (default: best.pt of the latest run)")
-    p.add_argument("--input", help="file to translate, one sentence per line")
+    p.add_argument("--checkpoint", help="a .pt file or a run folder (default: the newest finished run under outputs/)")
+    p.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     p.add_argument("--output", help="write translations here (default: standard output)")
-    p.add_argument("--interactive", action="store_true", help="prompt for sentences")
+    p.add_argument("--interactive", action="store_true", help="prompt for sentences, with line editing and history")
     add_decode_args(p, n_best=True)
     p.add_argument("--batch-lines", type=int, default=256, help="lines read from the input per batch")
     p.add_argument("--show-attention", action="store_true", help="print the word-level cross-attention and alignment")
     p.add_argument("--plot", metavar="FILE.png", help="save the cross-attention heatmap (layers x heads)")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line with n-best, words, alignment links (as mt.serve answers)",
+    )
     add_device_args(p)
     return p
 
@@ -162,36 +187,51 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error("mt.translate"):
         decode = decode_config(args)
         device = setup_device(args)
-        path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint()
-        if not args.checkpoint:
-            print(f"mt.translate: using {path}", file=sys.stderr)
-        translator = Translator(path, device, decode, attention=args.show_attention or bool(args.plot))
+        path = checkpoint_to_use(args.checkpoint, "mt.translate")
+        translator = Translator(
+            path, device, decode, attention=args.show_attention or bool(args.plot) or args.format == "json"
+        )
         try:
             out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
         except OSError as err:
             raise UserError(f"cannot write {args.output}: {err.strerror}") from None
         try:
             if args.text:
-                write_results(translator, [" ".join(args.text)], out, args)
+                write_results(translator, list(args.text), out, args)
             elif args.interactive:
                 interactive(translator, out, args)
             else:
-                if args.input:
-                    if not Path(args.input).is_file():
-                        raise UserError(f"input file not found: {args.input}")
-                    stream, name = open(args.input, "rb"), args.input
-                else:
-                    stream, name = sys.stdin.buffer, "stdin"
-                offset = 0
-                for chunk in chunks(read_stream(stream, name), args.batch_lines):
-                    write_results(translator, chunk, out, args, offset)
-                    offset += len(chunk)
+                translate_stream(translator, out, args)
         finally:
             if out is not sys.stdout:
                 out.close()
 
 
+def translate_stream(translator: Translator, out: TextIO, args: argparse.Namespace) -> None:
+    """--input FILE or standard input, batch by batch; a progress bar when writing to a file."""
+    if args.input:
+        if not Path(args.input).is_file():
+            raise UserError(f"input file not found: {args.input}")
+        stream, name = open(args.input, "rb"), args.input
+    else:
+        stream, name = sys.stdin.buffer, "stdin"
+        if sys.stdin.isatty():
+            print("mt.translate: reading sentences from the terminal, one per line; Ctrl-D ends", file=sys.stderr)
+    with progress_bar(None, "line", "translating") as bar:
+        if out is sys.stdout and sys.stdout.isatty():
+            bar.disable = True  # the translations themselves show the progress
+        offset = 0
+        for chunk in chunks(read_stream(stream, name), args.batch_lines):
+            write_results(translator, chunk, out, args, offset)
+            offset += len(chunk)
+            bar.update(len(chunk))
+
+
 def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -> None:
+    try:
+        import readline  # noqa: F401 (input() gets line editing and a history of this session)
+    except ImportError:  # not on every platform
+        pass
     print(
         f"mt ({translator.loaded.src_lang}->{translator.loaded.tgt_lang}); empty line or Ctrl-D to quit",
         file=sys.stderr,

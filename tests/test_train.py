@@ -203,13 +203,11 @@ def test_train_log_holds_validation_and_test_lines(tmp_path):
 def test_sweep_from_another_directory_with_a_failing_job_exits_nonzero(tmp_path):
     """Built-in relative data paths resolve from anywhere; a failed job fails the sweep after the others ran."""
     sweep = tmp_path / "sweep"
-    done = subprocess.run(
-        toy_train_cmd(
-            "-m", "train.max_steps=4", "train.eval_every=4", "train.progress=false", "train.optimizer=adam,sgd",
-            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
-        ),
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    python, module, train, *toy = toy_train_cmd()
+    overrides = ["train.max_steps=4", "train.eval_every=4", "train.progress=false", "train.optimizer=adam,sgd",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    command = [python, module, train, "-m", *toy, *overrides]  # Hydra wants -m before the overrides
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "1 sweep job(s) failed" in done.stderr and "train.optimizer must be one of adam, adamw" in done.stderr
     statuses = sorted(json.loads(p.read_text()).get("status") for p in sweep.glob("*/metrics.json"))

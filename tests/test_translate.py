@@ -149,3 +149,33 @@ def test_bad_input_matrix(case, expect_code, expect, ckpt, capsys, monkeypatch, 
             assert out == "\n"
         else:
             assert out.strip(), "a translation is printed"
+
+
+def test_several_texts_give_several_lines(ckpt, capsys, monkeypatch):
+    code, out, _ = translate(["--checkpoint", ckpt, "--beam", "1", "The cat sleeps .", SENTENCE], capsys, monkeypatch)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2 and lines[1].startswith("Heute läuft der hund"), out
+
+
+def test_checkpoint_may_be_a_run_folder_and_is_named(trained_run, ckpt, capsys, monkeypatch):
+    _, by_file, _ = translate(["--checkpoint", ckpt, SENTENCE], capsys, monkeypatch)
+    code, by_folder, err = translate(["--checkpoint", str(trained_run), SENTENCE], capsys, monkeypatch)
+    assert code == 0 and by_folder == by_file
+    assert f"mt.translate: using {trained_run / 'checkpoints' / 'best.pt'}" in err
+
+
+def test_reading_a_terminal_says_so(ckpt, capsys, monkeypatch):
+    class Terminal(io.TextIOWrapper):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(io.BytesIO(b"The cat sleeps .\n")))
+    main(["--checkpoint", ckpt, "--beam", "1"])
+    out, err = capsys.readouterr()
+    assert "reading sentences from the terminal" in err and len(out.splitlines()) == 1
+
+
+def test_a_line_the_tokenizer_reads_as_nothing_translates_to_an_empty_line(ckpt, capsys, monkeypatch):
+    code, out, _ = translate(["--checkpoint", ckpt, "\u200b\u200b", SENTENCE], capsys, monkeypatch)
+    lines = out.split("\n")
+    assert code == 0 and lines[0] == "" and lines[1].startswith("Heute"), out

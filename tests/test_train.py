@@ -41,6 +41,8 @@ def test_smoke_pipeline_writes_everything(trained_run):
     ):
         assert tag in tags["scalars"], tag
     assert any(t.startswith("attention/layer") for t in tags["images"])
+    assert not any(t.startswith("hparam/") for t in tags["scalars"])  # HParams adds no one-point charts
+    assert events.PluginTagToContent("hparams")  # the HParams table is there
     assert [e.step for e in events.Scalars("valid/bleu")] == [150, 300]
 
 

@@ -413,6 +413,18 @@ def describe(data: PreparedData, cfg: DataConfig) -> str:
     return "\n".join(rows)
 
 
+DATA_HELP = """python -m mt.data [data=OPTION] [data.KEY=VALUE ...] [train.max_tokens=N]
+
+Prepare a corpus as training would (load, train or reuse the sentencepiece model, tokenize into
+the Arrow cache under data/cache) and print its statistics: pairs, words and tokens per split,
+pairs dropped as empty or too long, and the batches of one epoch with their padding waste.
+
+Examples:
+  python -m mt.data                                  # Multi30k en->de
+  python -m mt.data data=iwslt16 data.vocab_size=16000
+"""
+
+
 def _main() -> None:
     import hydra
     from omegaconf import DictConfig
@@ -437,6 +449,9 @@ def _main() -> None:
 
     # Statistics only: no run directory, no log files.
     quiet = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):  # Hydra's page would describe mt.train
+        print(DATA_HELP, end="")
+        return
     hydra_entry(run, "mt.data", overrides_extra=quiet)
 
 

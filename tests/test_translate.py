@@ -2,6 +2,7 @@
 
 import io
 import sys
+import time
 
 import pytest
 import torch
@@ -179,3 +180,38 @@ def test_a_line_the_tokenizer_reads_as_nothing_translates_to_an_empty_line(ckpt,
     code, out, _ = translate(["--checkpoint", ckpt, "\u200b\u200b", SENTENCE], capsys, monkeypatch)
     lines = out.split("\n")
     assert code == 0 and lines[0] == "" and lines[1].startswith("Heute"), out
+
+
+def test_interactive_prompt_has_line_editing(ckpt, tmp_path):
+    """Typed in a real terminal, arrow keys move the cursor (readline) instead of sending the escape
+    code `^[[D` into the sentence: "The cat sleps ." + Left x4 + "e" is "The cat sleeps ."."""
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the translator on the terminal's other end
+        os.execv(sys.executable, [sys.executable, "-m", "mt.translate", "--interactive", "--beam", "1",
+                                  "--checkpoint", ckpt])  # fmt: skip
+    screen = b""
+
+    def read_until(marker: bytes, seconds: float = 120) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + seconds
+        while marker not in screen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    screen += os.read(fd, 4096)
+                except OSError:
+                    break
+
+    try:
+        read_until(b"> ")
+        os.write(fd, b"The cat sleps ." + b"\x1b[D" * 4 + b"e\r")
+        read_until(b" ms)")
+        os.write(fd, b"\r")  # an empty line ends the session
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    text = screen.decode("utf-8", "replace")
+    assert "^[[D" not in text and "katze schläft" in text.lower(), text  # the edited sentence was translated

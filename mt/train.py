@@ -32,6 +32,7 @@ from mt.engine import Engine, training_device
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save, atomic_write_text
 from mt.model import Transformer
+from mt.paths import CONFIG_DIR
 from mt.rundir import RunDir, RunLock, claim
 from mt.runlog import RunLog, RunMetrics, summary
 
@@ -365,7 +366,7 @@ def _main() -> None:
 
     failed_jobs: list[str] = []  # of a sweep: the sweep goes on, then exits non-zero naming them
 
-    @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def task(dcfg: DictConfig) -> float | None:
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)

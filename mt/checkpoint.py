@@ -22,6 +22,7 @@ from mt import distributed
 from mt.config import DataConfig, ModelConfig
 from mt.errors import UserError
 from mt.model import Transformer
+from mt.rundir import model_file
 from mt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -161,10 +162,7 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFil
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        if not (path / "checkpoints" / "best.pt").is_file():
-            raise UserError(f"{path} is a directory without checkpoints/best.pt: give a run folder or a .pt file")
-        path = path / "checkpoints" / "best.pt"  # a run folder means its best checkpoint
+    path = model_file(path)
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (old: a pickle)

@@ -143,19 +143,18 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
         n_best=getattr(args, "n_best", 1),
         max_tokens=getattr(args, "max_tokens", DecodeConfig.max_tokens),
     )
-    found = d.problems()
-    if found:  # name the options, not the config keys
-        names = {
-            "decode.beam_size": "--beam",
-            "decode.length_penalty": "--alpha",
-            "decode.n_best": "--n-best",
-            "decode.max_tokens": "--max-tokens",
-        }
-        text = "; ".join(found)
-        for key, option in names.items():
-            text = text.replace(key, option)
-        raise UserError(text)
+    options = {"beam_size": "--beam", "length_penalty": "--alpha", "n_best": "--n-best", "max_tokens": "--max-tokens"}
+    refuse_problems(d.problems(), "decode", options)
     return d
+
+
+def refuse_problems(found: list[str], group: str, options: dict[str, str]) -> None:
+    """UserError listing a config's problems, each `group.key` named as the command-line option."""
+    if found:
+        text = "; ".join(found)
+        for key, option in options.items():
+            text = text.replace(f"{group}.{key}", option)
+        raise UserError(text)
 
 
 def hydra_entry(

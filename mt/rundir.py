@@ -123,12 +123,19 @@ def latest_checkpoint(root: Path = RUN_ROOT) -> Path:
     return Path(max(finished)[1])
 
 
+def model_file(path: Path) -> Path:
+    """A checkpoint path as given: a run folder means its checkpoints/best.pt."""
+    if not path.is_dir():
+        return path
+    if not RunDir(path).best.is_file():
+        raise UserError(f"{path} is a directory without checkpoints/best.pt: give a run folder or a .pt file")
+    return RunDir(path).best
+
+
 def checkpoint_to_use(given: str | None, prog: str) -> Path:
     """--checkpoint as given (file or run folder), else the latest finished run; says on stderr
     which file it chose (none to say when --checkpoint named the file itself)."""
-    path = Path(given) if given else latest_checkpoint()
-    if path.is_dir() and RunDir(path).best.is_file():
-        path = RunDir(path).best
+    path = model_file(Path(given)) if given else latest_checkpoint()
     if path != Path(given or ""):
         print(f"{prog}: using {path}", file=sys.stderr)
     return path
@@ -142,13 +149,13 @@ class RunLock:
         self._handle: IO[str] | None = None
 
     def ensure_free(self) -> None:
-        """UserError (naming the PID) if a live process holds the lock; otherwise nothing changes."""
+        """UserError (naming the PID) if a live process holds the lock; writes nothing."""
         if self.path.exists():
-            self.acquire(quiet=True)
-            self.release()
+            with open(self.path, encoding="utf-8") as handle:
+                self._lock(handle)  # closing the file releases the probe's lock
 
-    def acquire(self, quiet: bool = False) -> None:
-        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+    def _lock(self, handle: IO[str]) -> None:
+        """flock `handle` without waiting, or UserError naming the process that holds it."""
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -161,9 +168,13 @@ class RunLock:
                     "wait for it or choose another hydra.run.dir"
                 ) from None
             raise UserError(f"cannot lock {self.path}: {err.strerror}") from None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        self._lock(handle)
         handle.seek(0)
         stale = handle.read().strip()
-        if stale and stale != str(os.getpid()) and not quiet:
+        if stale and stale != str(os.getpid()):
             log.info("taking over the lock of process %s, which is no longer running", stale)
         handle.seek(0)
         handle.truncate()

@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from mt.cli import add_decode_args, add_device_args, decode_config, setup_device
+from mt.cli import add_decode_args, add_device_args, decode_config, refuse_problems, setup_device
 from mt.config import ServeConfig
 from mt.errors import UserError, exit_on_user_error
 from mt.rundir import checkpoint_to_use
@@ -58,12 +58,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     """ServeConfig from the options, checked; problems name the options, not the config keys."""
     given = {f.name: getattr(args, f.name) for f in fields(ServeConfig) if hasattr(args, f.name)}
     settings = ServeConfig(**given, batching=not args.no_batching)
-    found = settings.problems()
-    if found:
-        text = "; ".join(found)
-        for f in fields(ServeConfig):
-            text = text.replace(f"serve.{f.name}", option(f.name))
-        raise UserError(text)
+    refuse_problems(settings.problems(), "serve", {f.name: option(f.name) for f in fields(ServeConfig)})
     if args.beam > settings.max_beam:
         raise UserError(f"--beam ({args.beam}) must not exceed --max-beam ({settings.max_beam})")
     return settings

@@ -49,6 +49,28 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+class AligningHeads(TypedDict):
+    """Which cross-attention heads a model's alignments are read from (mt.align's default)."""
+
+    layer: int  # decoder layer, 0-based
+    heads: list[int]  # their attention is averaged
+    shift: bool  # read target word j from the step where it is the decoder input
+    full_context: bool  # teacher-forced without the causal mask (as trained with model.align_full_context)
+    source: str  # "supervised" (trained with train.align_weight > 0) | "sweep" (mt.align sweep --save)
+    aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
+
+
+def supervised_heads(config: ModelConfig) -> AligningHeads:
+    """The heads train.align_weight trains, as the record mt.align reads."""
+    return {
+        "layer": config.aligning_layer(),
+        "heads": list(range(config.align_heads)),
+        "shift": False,  # supervised on the row that predicts each target token
+        "full_context": config.align_full_context,
+        "source": "supervised",
+    }
+
+
 class ModelFile(TypedDict):
     format: str  # FORMAT
     version: int  # VERSION
@@ -63,6 +85,7 @@ class ModelFile(TypedDict):
     data_name: NotRequired[str]  # the corpus config it was trained on (mt.evaluate's default)
     train_state: NotRequired[dict]  # asdict(TrainState) when it was written
     averaged_from: NotRequired[list[str]]  # mt.average: the checkpoints whose weights it averages
+    alignment: NotRequired[AligningHeads]  # absent: no head chosen (mt.align uses its own default)
 
 
 class TrainingCheckpoint(ModelFile):
@@ -114,6 +137,8 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
     ckpt = pack(engine.model, tokenizer, data.src_lang, data.tgt_lang)
     ckpt["train_state"] = asdict(state)
     ckpt["data_name"] = data.name
+    if engine.tc.align_weight > 0:
+        ckpt["alignment"] = supervised_heads(engine.model.config)
     if not resumable:
         return ckpt
     full: TrainingCheckpoint = {

@@ -58,6 +58,27 @@ class _Checks:
 
 
 @dataclass
+class GoldConfig:
+    """A gold alignment set: whitespace-tokenized sentence files and Pharaoh links (i-j sure, ipj possible)."""
+
+    src: str = ""  # source sentences, one per line (the model's source language)
+    tgt: str = ""
+    links: str = ""  # one line of links per sentence pair
+    one_based: bool = False  # links count words from 1 (the Hansards gold does)
+    reversed: bool = False  # links are written target-source (a gold set used for the other direction)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.links)
+
+    def problems(self) -> list[str]:
+        c = _Checks("data.align_gold", self)
+        for key in ("src", "tgt"):
+            c.require(bool(getattr(self, key)) == self.enabled, key, "and data.align_gold.links go together")
+        return c.found
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING  # multi30k | iwslt16 | iwslt2017 | toy | files
     format: str = "text"  # text: {split}.{lang}[.gz] files; iwslt_xml; hf_hub
@@ -81,6 +102,8 @@ class DataConfig:
     # Processes that tokenize a split (once: the result is an Arrow file in cache_dir, memory-
     # mapped by later runs). 0 = automatic: one per core for splits of 100k pairs or more.
     num_proc: int = 0
+    # Gold word alignments scored (AER) at every validation through the aligning head; "" = none.
+    align_gold: GoldConfig = field(default_factory=lambda: GoldConfig())
     # Sentencepiece
     vocab_size: int = 8000
     joint_vocab: bool = True
@@ -103,7 +126,7 @@ class DataConfig:
             "extra_train_tgt",
             "and data.extra_train_src go together",
         )
-        return c.found
+        return c.found + self.align_gold.problems()
 
 
 @dataclass
@@ -121,6 +144,23 @@ class ModelConfig:
     positions: str = "sinusoidal"  # sinusoidal | learned
     tie_embeddings: bool = True  # output = target embedding (and = source embedding if joint)
     max_positions: int = 256
+    # The aligning cross-attention (Garg et al. 2019), trained on teacher alignments when
+    # train.align_weight > 0: heads 0..align_heads-1 of decoder layer align_layer (None: the
+    # penultimate; negative counts from the end). align_full_context: that layer's attention is
+    # read from an extra decoder pass without the causal mask (every target word visible).
+    align_layer: int | None = None
+    align_heads: int = 1
+    align_full_context: bool = False
+
+    def decoder_depth(self) -> int:
+        return self.decoder_layers if self.decoder_layers is not None else self.layers
+
+    def aligning_layer(self) -> int:
+        """The aligning decoder layer as an index in [0, decoder layers)."""
+        depth = self.decoder_depth()
+        if self.align_layer is None:
+            return max(depth - 2, 0)
+        return self.align_layer % depth if -depth <= self.align_layer < depth else self.align_layer
 
     def problems(self) -> list[str]:
         c = _Checks("model", self)
@@ -131,6 +171,10 @@ class ModelConfig:
         c.choice("positions", POSITIONS)
         if self.heads >= 1:
             c.require(self.d_model % self.heads == 0, "d_model", f"must be divisible by model.heads ({self.heads})")
+            c.require(1 <= self.align_heads <= self.heads, "align_heads", f"must be in [1, model.heads={self.heads}]")
+        depth = self.decoder_depth()
+        if depth >= 1 and self.align_layer is not None:
+            c.require(-depth <= self.align_layer < depth, "align_layer", f"must be in [{-depth}, {depth - 1}]")
         return c.found
 
 
@@ -189,6 +233,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
+    # Weight of the alignment loss (Garg et al. 2019; 0 = off): the aligning heads (model.align_*)
+    # learn eflomal's alignments of the training corpus (mt.align.teacher, cached under data.cache_dir).
+    align_weight: float = 0.0
     clip_norm: float = 1.0  # 0 = no clipping
     max_tokens: int = 4096  # tokens per batch (padded, max of source and target side)
     accumulate: int = 1  # gradient accumulation steps per update
@@ -221,6 +268,7 @@ class TrainConfig:
             "min_lr",
             "warmup_steps",
             "weight_decay",
+            "align_weight",
             "clip_norm",
             "max_steps",
             "max_minutes",

@@ -210,6 +210,7 @@ def tokenizer_key(cfg: DataConfig) -> str:
     fields = asdict(cfg)
     fields.pop("max_len")
     fields.pop("cache_dir")
+    fields.pop("align_gold")  # scored at validation, never seen by the tokenizer
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{digest}"
 

@@ -212,8 +212,11 @@ class DecoderLayer(nn.Module):
         src_mask: Tensor,
         need_weights: bool,
         cache: LayerCache | None = None,
+        causal: bool = True,
+        tgt_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        x = self.sub_self.residual(x, self.self_attn(self.sub_self.inp(x), None, causal=True, cache=cache))
+        """tgt_mask [B,1,1,T]: the target's padding, needed without the causal mask only."""
+        x = self.sub_self.residual(x, self.self_attn(self.sub_self.inp(x), tgt_mask, causal=causal, cache=cache))
         y, weights = self.cross_attn(self.sub_cross.inp(x), memory, src_mask, need_weights, cache)
         x = self.sub_cross.residual(x, y)
         return self.sub_ffn.residual(x, self.ffn(self.sub_ffn.inp(x))), weights
@@ -291,7 +294,7 @@ class Transformer(nn.Module):
 
     @staticmethod
     def source_mask(src: Tensor) -> Tensor:
-        return (src != PAD_ID)[:, None, None, :]  # [B,1,1,S], True = real token
+        return (src != PAD_ID)[:, None, None, :]  # [B,1,1,S], True = real token (also for targets)
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src [B,S] -> memory [B,S,D], src_mask [B,1,1,S]."""
@@ -301,16 +304,30 @@ class Transformer(nn.Module):
             x = layer(x, mask)
         return self.enc_norm(x), mask
 
-    def decode_hidden(
-        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, need_weights: bool = False
+    def _decoder_pass(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, weights_of: range, causal: bool = True, layers=None
     ) -> tuple[Tensor, list[Tensor]]:
-        """Teacher-forced decoder: tgt_in [B,T] -> hidden [B,T,D], cross-attention [B,H,T,S] per layer."""
+        """Decoder layers (all, or the first `layers`) -> hidden [B,T,D] before the final norm and
+        the cross-attention [B,H,T,S] of the layers in `weights_of`."""
         x = self.tgt_embed(tgt_in)
+        tgt_mask = None if causal else self.source_mask(tgt_in)  # full context: padding must be masked
         attention: list[Tensor] = []
-        for layer in self.decoder:
-            x, weights = layer(x, memory, src_mask, need_weights)
+        for i, layer in enumerate(self.decoder[:layers]):
+            x, weights = layer(x, memory, src_mask, i in weights_of, causal=causal, tgt_mask=tgt_mask)
             if weights is not None:
                 attention.append(weights)
+        return x, attention
+
+    def decode_hidden(
+        self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor, need_weights: bool = False, full_context: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Teacher-forced decoder: tgt_in [B,T] -> hidden [B,T,D], cross-attention [B,H,T,S] per layer.
+
+        full_context: no causal mask (every position sees the whole target), as the aligning
+        layer is trained with model.align_full_context; for reading alignments only.
+        """
+        every = range(len(self.decoder)) if need_weights else range(0)
+        x, attention = self._decoder_pass(tgt_in, memory, src_mask, every, causal=not full_context)
         return self.dec_norm(x), attention
 
     def decode(
@@ -320,16 +337,40 @@ class Transformer(nn.Module):
         hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
         return self.output(hidden), attention
 
-    def forward(
-        self, src: Tensor, tgt_in: Tensor, need_weights: bool = False, select: Tensor | None = None
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Logits [B,T,V]; with `select` (bool [B,T]) only the selected positions' logits, [N,V].
+    def aligning_attention(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+        """The supervised heads' cross-attention [B,k,T,S] from a full-context pass (no causal mask)
+        through the layers up to the aligning one (model.align_full_context)."""
+        L = self.config.aligning_layer()
+        _, (weights,) = self._decoder_pass(tgt_in, memory, src_mask, range(L, L + 1), causal=False, layers=L + 1)
+        return weights[:, : self.config.align_heads]
 
-        Selecting the real (non-pad) target positions before the output layer saves its
-        largest matmul on padding during training.
+    def forward(
+        self,
+        src: Tensor,
+        tgt_in: Tensor,
+        need_weights: bool = False,
+        select: Tensor | None = None,
+        align: bool = False,
+        full_context: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Logits [B,T,V] and cross-attention: [B,H,T,S] per layer with `need_weights`; with `align`
+        (training the aligning heads) one entry, the aligning heads' attention [B,k,T,S].
+
+        With `select` (bool [B,T]) only the selected positions' logits, [N,V]: selecting the
+        real (non-pad) target positions before the output layer saves its largest matmul on
+        padding during training. `full_context`: see decode_hidden.
         """
         memory, src_mask = self.encode(src)
-        hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
+        c = self.config
+        if not align:
+            hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights, full_context)
+        elif c.align_full_context:
+            hidden, _ = self.decode_hidden(tgt_in, memory, src_mask)
+            attention = [self.aligning_attention(tgt_in, memory, src_mask)]
+        else:  # the aligning layer's weights from the same pass
+            L = c.aligning_layer()
+            x, (weights,) = self._decoder_pass(tgt_in, memory, src_mask, range(L, L + 1))
+            hidden, attention = self.dec_norm(x), [weights[:, : c.align_heads]]
         return self.output(hidden if select is None else hidden[select]), attention
 
     # Incremental decoding -------------------------------------------------------------

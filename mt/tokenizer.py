@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,4 +132,46 @@ def words_of_pieces(pieces: Sequence[str]) -> list[int]:
         if piece.startswith(WORD_START) or word < 0:
             word += 1
         word_ids.append(word)
+    return word_ids
+
+
+def _is_punctuation(piece: str) -> bool:
+    text = piece.replace(WORD_START, "")
+    return bool(text) and all(unicodedata.category(ch)[0] in "PS" for ch in text)
+
+
+def word_units(pieces: Sequence[str]) -> list[int]:
+    """Map each piece to its word, where leading and trailing punctuation are words of their own.
+
+    Words start at `▁` (as in `words_of_pieces`); within one, the pieces made only of
+    punctuation or symbols at its start or end (`(`, `.`, `",`) each become a word, so
+    "Eiscreme." is "Eiscreme" and ".", while "don't" and "well-known" stay whole. A lone `▁`
+    belongs to the piece after it. The teacher alignments (mt.align.teacher) and the word
+    grids both use these words.
+    """
+    word_ids: list[int] = []
+    groups = words_of_pieces(pieces)
+    word = -1
+    start = 0
+    while start < len(pieces):
+        end = start
+        while end < len(pieces) and groups[end] == groups[start]:
+            end += 1
+        group = pieces[start:end]
+        core = [i for i, p in enumerate(group) if p.replace(WORD_START, "") and not _is_punctuation(p)]
+        first, last = (core[0], core[-1]) if core else (len(group), -1)
+        units: list[int] = []
+        for i, piece in enumerate(group):
+            if not piece.replace(WORD_START, ""):  # a lone `▁`: decided by the next piece
+                units.append(-1)
+                continue
+            if not (first < i <= last):  # a word starts here (the core, or each punctuation piece)
+                word += 1
+            units.append(word)
+        for i in range(len(units) - 1, -1, -1):  # a lone `▁` joins the word after it (or starts one)
+            if units[i] < 0:
+                units[i] = units[i + 1] if i + 1 < len(units) else word + 1
+                word = max(word, units[i])
+        word_ids += units
+        start = end
     return word_ids

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    from mt.align.teacher import PieceLinks
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Split:
     tgt_text: Sequence[str]
     src: Sequence[list[int]]
     tgt: Sequence[list[int]]
+    align: PieceLinks | None = None  # teacher links per pair (training the aligning heads)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -48,6 +53,10 @@ class Batch:
     tgt_in: Tensor  # [B,T] bos + ids, padded
     tgt_out: Tensor  # [B,T] ids + eos, padded
     indices: np.ndarray  # positions in the split
+    # Teacher links (split.align): [N,3] (pair in batch, target position, source position) and
+    # [N] weights, 1 / (links of that target token), so each aligned target token weighs 1.
+    align_index: Tensor | None = None
+    align_weight: Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -55,7 +64,15 @@ class Batch:
         return int((self.src != PAD_ID).sum() + (self.tgt_out != PAD_ID).sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.indices)
+        move = lambda t: None if t is None else t.to(device)
+        return Batch(
+            self.src.to(device),
+            self.tgt_in.to(device),
+            self.tgt_out.to(device),
+            self.indices,
+            move(self.align_index),
+            move(self.align_weight),
+        )
 
 
 def pad(seqs: list[list[int]]) -> Tensor:
@@ -71,12 +88,30 @@ def source_tensor(seqs: list[list[int]]) -> Tensor:
 
 def collate(split: Split, indices: np.ndarray) -> Batch:
     tgt = [split.tgt[i] for i in indices]
-    return Batch(
+    batch = Batch(
         src=source_tensor([split.src[i] for i in indices]),
         tgt_in=pad([[BOS_ID] + t for t in tgt]),
         tgt_out=pad([t + [EOS_ID] for t in tgt]),
         indices=np.asarray(indices),
     )
+    if split.align is not None:
+        batch.align_index, batch.align_weight = _align_tensors(split.align, indices)
+    return batch
+
+
+def _align_tensors(links: PieceLinks, indices: np.ndarray) -> tuple[Tensor, Tensor]:
+    rows, weights = [], []
+    for b, i in enumerate(indices):
+        src, tgt = links.of(int(i))
+        if len(tgt) == 0:
+            continue
+        _, inverse, counts = np.unique(tgt, return_inverse=True, return_counts=True)
+        rows.append(np.stack([np.full(len(tgt), b), tgt, src], axis=1))
+        weights.append(1.0 / counts[inverse])
+    if not rows:
+        return torch.zeros(0, 3, dtype=torch.long), torch.zeros(0)
+    index = torch.from_numpy(np.concatenate(rows).astype(np.int64))
+    return index, torch.from_numpy(np.concatenate(weights).astype(np.float32))
 
 
 def bucket_batches(

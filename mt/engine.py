@@ -75,21 +75,24 @@ class Engine:
             step_model = torch.compile(step_model)
         return cls(model, step_model, optimizer, scaler, amp_dtype, device, dist, tc)
 
-    def _backward(self, batches: list, target_tokens: int) -> tuple[float, float]:
-        """Accumulate the gradient of the micro-batches; DDP syncs only on the last."""
-        d, total_loss, total_nll = self.dist, 0.0, 0.0
+    def _backward(self, batches: list, target_tokens: int) -> tuple[float, float, float]:
+        """Accumulate the gradient of the micro-batches; DDP syncs only on the last.
+        Returns the summed loss, NLL and alignment loss."""
+        d, tc = self.dist, self.tc
+        total_loss = total_nll = total_align = 0.0
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last or not d.enabled else self.step_model.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss, nll, _ = batch_loss(self.step_model, batch, self.tc.label_smoothing)
-                scaled = loss / target_tokens
+                    result = batch_loss(self.step_model, batch, tc.label_smoothing, tc.align_weight)
+                scaled = result.loss / target_tokens
                 if d.enabled:
                     scaled = scaled * d.world  # DDP averages gradients over ranks; undo that to sum them
                 self.scaler.scale(scaled).backward()
-            total_loss += float(loss.detach())
-            total_nll += float(nll)
-        return total_loss, total_nll
+            total_loss += float(result.loss.detach())
+            total_nll += float(result.nll)
+            total_align += result.align
+        return total_loss, total_nll, total_align
 
     def update(self, micro_batches: list, step: int) -> dict[str, float] | None:
         """Update number `step` over `accumulate` micro-batches; None (and no update) if not finite."""
@@ -102,9 +105,9 @@ class Engine:
         # Normalize by the target tokens of the whole update, over all ranks.
         (target_tokens,) = distributed.all_sum([sum(int((b.tgt_out != PAD_ID).sum()) for b in batches)], d)
         self.optimizer.zero_grad(set_to_none=True)
-        total_loss, total_nll = self._backward(batches, target_tokens)
-        total_loss, total_nll, tokens = distributed.all_sum(
-            [total_loss, total_nll, sum(b.num_tokens for b in batches)], d
+        total_loss, total_nll, total_align = self._backward(batches, target_tokens)
+        total_loss, total_nll, total_align, tokens = distributed.all_sum(
+            [total_loss, total_nll, total_align, sum(b.num_tokens for b in batches)], d
         )
         if not math.isfinite(total_loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -117,10 +120,13 @@ class Engine:
             return None
         self.scaler.step(self.optimizer)  # fp16: skips the update if the scaled gradient overflowed
         self.scaler.update()
-        return {
+        stats = {
             "loss": total_loss / target_tokens,
             "nll": total_nll / target_tokens,
             "lr": lr,
             "grad_norm": float(norm),
             "tokens": tokens,
         }
+        if tc.align_weight > 0:
+            stats["align_loss"] = total_align / target_tokens  # per target token, before the weight
+        return stats

@@ -1,4 +1,5 @@
-"""Label-smoothed cross-entropy in one pass over the logits, with its exact gradient.
+"""Training losses: label-smoothed cross-entropy in one pass over the logits (with its exact
+gradient), and the alignment loss of the supervised cross-attention heads.
 
 `F.cross_entropy(..., label_smoothing=eps)` gives the same numbers, but the training loop also
 wants the plain NLL (for perplexity), which costs a second log-softmax over [N, V], and its
@@ -8,6 +9,8 @@ an 8k vocabulary is the largest cost after the matmuls, so this matters (docs/be
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -46,12 +49,39 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: floa
     return loss, nll.detach()
 
 
-def batch_loss(model, batch, label_smoothing: float) -> tuple[Tensor, Tensor, int]:
-    """Summed label-smoothed loss and summed NLL over the batch's real target tokens (and their count)."""
+def alignment_loss(attention: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+    """Garg et al. (2019): -sum over teacher links of weight * log(attention at the link).
+
+    attention [B,k,T,S]: the aligning heads (averaged); index [N,3] (pair, target position,
+    source position); weight [N] (1 / links of that target token). Unaligned target tokens
+    contribute nothing. Summed, like the token loss it is added to.
+    """
+    probs = attention.float().mean(dim=1)  # [B,T,S]
+    at_links = probs[index[:, 0], index[:, 1], index[:, 2]]
+    return -(weight * at_links.clamp_min(1e-9).log()).sum()
+
+
+class BatchLoss(NamedTuple):
+    loss: Tensor  # summed label-smoothed loss (+ align_weight x alignment loss): what is backpropagated
+    nll: Tensor  # summed NLL, no gradient
+    tokens: int  # real target tokens
+    align: float  # summed alignment loss (0 when not trained)
+
+
+def batch_loss(model, batch, label_smoothing: float, align_weight: float = 0.0) -> BatchLoss:
+    """The losses over the batch's real target tokens; with align_weight > 0 and teacher links in
+    the batch, plus the aligning heads' alignment loss."""
     from mt.tokenizer import PAD_ID
 
     real = batch.tgt_out != PAD_ID
-    logits, _ = model(batch.src, batch.tgt_in, select=real)  # through forward(): DDP and compile see it
+    align = align_weight > 0 and batch.align_index is not None
+    # Through forward(): DDP and compile see the whole computation.
+    logits, attention = model(batch.src, batch.tgt_in, select=real, align=align)
     target = batch.tgt_out[real]
     loss, nll = smoothed_cross_entropy(logits, target, label_smoothing)
-    return loss, nll, int(target.numel())
+    align_sum = 0.0
+    if align:
+        a_loss = alignment_loss(attention[0], batch.align_index, batch.align_weight)
+        loss = loss + align_weight * a_loss
+        align_sum = float(a_loss.detach())
+    return BatchLoss(loss, nll, int(target.numel()), align_sum)

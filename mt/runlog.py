@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from mt.checkpoint import TrainState
 from mt.config import NOT_HYPERPARAMETERS, MTConfig
@@ -28,6 +28,11 @@ class ValidationRecord(TypedDict):
     valid_ppl: float
     valid_bleu: float  # greedy, on train.valid_max_sentences sentences
     valid_chrf: float
+    # With data.align_gold: the gold set's alignment scores (fractions), teacher-forced through
+    # the aligning heads (or, without train.align_weight, the mean of all layers and heads).
+    valid_aer: NotRequired[float]
+    valid_align_precision: NotRequired[float]
+    valid_align_recall: NotRequired[float]
 
 
 class RunMetrics(TypedDict, total=False):
@@ -80,7 +85,7 @@ HPARAM_KEYS = (
     "train.max_steps", "train.label_smoothing", "train.seed",
 )  # fmt: skip
 # Its metrics: the last value of these scalars (no extra charts; the test scores are in metrics.json).
-HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss")
+HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/aer")
 
 
 def flat_hparams(cfg: MTConfig, overrides: list[str] = ()) -> dict[str, Any]:
@@ -109,8 +114,9 @@ class RunLog:
 
     def train_update(self, step: int, stats: dict[str, float], tokens_per_sec: float) -> None:
         if self.writer is not None:
-            for key in ("loss", "lr", "grad_norm"):
-                self.writer.add_scalar(f"train/{key}", stats[key], step)
+            for key in ("loss", "lr", "grad_norm", "align_loss"):
+                if key in stats:
+                    self.writer.add_scalar(f"train/{key}", stats[key], step)
             self.writer.add_scalar("train/tokens_per_sec", tokens_per_sec, step)
 
     def validation(self, record: ValidationRecord, samples: str, figures: list) -> None:
@@ -118,8 +124,9 @@ class RunLog:
         if self.writer is None:
             return
         step = record["step"]
-        for key in ("loss", "ppl", "bleu", "chrf"):
-            self.writer.add_scalar(f"valid/{key}", record[f"valid_{key}"], step)
+        for key in ("loss", "ppl", "bleu", "chrf", "aer", "align_precision", "align_recall"):
+            if f"valid_{key}" in record:
+                self.writer.add_scalar(f"valid/{key}", record[f"valid_{key}"], step)
         self.writer.add_text("valid/samples", samples, step)
         for tag, fig in figures:
             self.writer.add_figure(tag, fig, step, close=True)

@@ -82,6 +82,8 @@ class Trainer:
             st = self.state
             log.info(f"resumed from {self.paths.last} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
         self.log.open_tensorboard(self.state.step)
+        gold_cfg = cfg.data.align_gold
+        self.gold = scoring.load_gold(gold_cfg, tok, cfg.model.max_positions - 1) if gold_cfg.enabled else None
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
         precision = self.engine.amp_dtype or "fp32"
         log.info(f"model: {model.num_parameters():,} parameters, device {self.device}, precision {precision}")
@@ -91,6 +93,11 @@ class Trainer:
         if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
             distributed.barrier(self.dist)
         self.data: PreparedData = prepare(self.cfg.data, tokenizer)
+        if self.tc.align_weight > 0:  # teacher links for the aligning heads (rank 0 fills the cache)
+            from mt.align.teacher import teacher_links
+
+            train = self.data.splits["train"]
+            train.align = teacher_links(train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir)
         if self.dist.main:
             self.data.tokenizer.save(self.paths.tokenizer)
             distributed.barrier(self.dist)
@@ -269,18 +276,37 @@ class Trainer:
         else:
             st.bad_validations += 1
         record = scoring.validation_record(st.step, st.epoch, st.train_seconds / 60, loss, decoded.scores)
-        st.history.append(record)  # type: ignore[arg-type]
         figures = validation_figures(self.model, valid, self.data.tokenizer, self.device, st.step)
+        aer_text = ""
+        if self.gold is not None:
+            aligned = scoring.gold_alignment(self.model, self.gold, tc.align_weight > 0, self.device)
+            record.update(scoring.alignment_entries(aligned.score))  # type: ignore[typeddict-item]
+            figures.append(self._gold_figure(aligned, st.step))
+            aer_text = f" AER {100 * aligned.score.aer:.1f}"
+        st.history.append(record)  # type: ignore[arg-type]
         self.log.validation(record, scoring.samples_markdown(valid, decoded.text, tc.samples), figures)
         if improved:
             atomic_torch_save(self.paths.best, self._pack(resumable=False))
         log.info(
             f"step {st.step} epoch {st.epoch} | valid loss {loss:.3f} ppl {record['valid_ppl']:.2f} "
-            f"BLEU {bleu:.2f} chrF {chrf:.2f} | best {st.best_bleu:.2f} @ {st.best_step}"
+            f"BLEU {bleu:.2f} chrF {chrf:.2f}{aer_text} | best {st.best_bleu:.2f} @ {st.best_step}"
             f"{' *' if improved else ''} | {time.perf_counter() - start:.1f}s"
         )
         self.write_metrics("running")
         return bool(tc.patience) and st.bad_validations >= tc.patience
+
+    def _gold_figure(self, aligned: scoring.GoldAlignment, step: int):
+        """The word-level alignment matrix of one gold pair (about 12 target words) for TensorBoard."""
+        from mt.plot import heatmap
+
+        gold = self.gold
+        index = min(range(len(gold.tgt_words)), key=lambda i: (abs(len(gold.tgt_words[i]) - 12), i))
+        src = gold.src_words[index][: aligned.matrices[index].size(1)]
+        tgt = gold.tgt_words[index][: aligned.matrices[index].size(0)]
+        head = "aligning heads" if self.tc.align_weight > 0 else "mean of layers and heads"
+        return "alignment/gold", heatmap(
+            aligned.matrices[index], src, tgt, f"step {step}, gold pair {index + 1}, {head}"
+        )
 
     def test(self, checkpoint: Path) -> dict[str, Any]:
         """Decode the test split with `checkpoint` (if it exists) and the configured decoder."""

@@ -9,18 +9,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from mt.batching import Split, bucket_batches, collate
-from mt.config import DecodeConfig
+from mt.align.extract import AlignConfig, align_words, encode_pairs
+from mt.align.gold import GoldLine, Score, aer, flip_gold, read_alignment_file
+from mt.batching import Split, bucket_batches, collate, pad, source_tensor
+from mt.config import DecodeConfig, GoldConfig
 from mt.decode import translate_ids
+from mt.errors import UserError
 from mt.evaluate import score_translations
+from mt.fileio import read_lines
 from mt.loss import batch_loss
 from mt.model import Transformer
+from mt.paths import PROJECT_ROOT
 from mt.runlog import ValidationRecord
-from mt.tokenizer import Tokenizer
+from mt.tokenizer import BOS_ID, Tokenizer
 
 
 def first_sentences(split: Split, n: int) -> Split:
@@ -36,9 +42,9 @@ def validation_loss(model: Transformer, split: Split, max_tokens: int, device: t
     src_lens, tgt_lens = split.lengths()
     for idx in bucket_batches(src_lens, tgt_lens, max_tokens):
         batch = collate(split, idx).to(device)
-        _, nll, n = batch_loss(model, batch, 0.0)
-        total += float(nll)
-        tokens += n
+        result = batch_loss(model, batch, 0.0)
+        total += float(result.nll)
+        tokens += result.tokens
     return total / max(tokens, 1)
 
 
@@ -97,3 +103,101 @@ def test_results(decoded: Decoded) -> dict[str, Any]:
         "chrf_signature": s["chrf_signature"],
         "test_decode_seconds": decoded.seconds,
     }
+
+
+# Alignment against a gold set (data.align_gold) -------------------------------------------------
+@dataclass
+class GoldSet:
+    """Gold sentence pairs (whitespace tokens, as the links index them) encoded word by word."""
+
+    src_words: list[list[str]]
+    tgt_words: list[list[str]]
+    src_ids: list[list[int]]
+    src_word_ids: list[list[int]]  # word index of each source piece
+    tgt_ids: list[list[int]]
+    tgt_word_ids: list[list[int]]
+    links: list[GoldLine]  # (source word, target word), 0-based
+
+
+def load_gold(cfg: GoldConfig, tokenizer: Tokenizer, limit: int) -> GoldSet:
+    """Read data.align_gold (sentences and links), check they agree, encode both sides."""
+    src, tgt = read_lines(_existing(cfg.src)), read_lines(_existing(cfg.tgt))
+    links = read_alignment_file(_existing(cfg.links), cfg.one_based)
+    if cfg.reversed:
+        links = flip_gold(links)
+    if not len(src) == len(tgt) == len(links):
+        raise UserError(
+            f"data.align_gold: {len(src)} source lines, {len(tgt)} target lines, {len(links)} link lines "
+            "(they must match)"
+        )
+    for n, (s, t, g) in enumerate(zip(src, tgt, links), start=1):
+        if any(i >= len(s.split()) or j >= len(t.split()) for i, j in g.possible | g.sure):
+            raise UserError(
+                f"data.align_gold: line {n} links a word beyond the sentence "
+                "(wrong data.align_gold.one_based or data.align_gold.reversed?)"
+            )
+    enc = encode_pairs(tokenizer, src, tgt, limit)
+    return GoldSet(
+        [s.split() for s in src],
+        [t.split() for t in tgt],
+        enc.src_ids,
+        enc.src_words,
+        enc.tgt_ids,
+        enc.tgt_words,
+        links,
+    )
+
+
+def _existing(name: str) -> Path:
+    """A relative path from the current directory, else from the project (as data.dir)."""
+    path = Path(name)
+    if not path.is_file() and not path.is_absolute() and (PROJECT_ROOT / path).is_file():
+        path = PROJECT_ROOT / path
+    if not path.is_file():
+        raise UserError(f"data.align_gold: file not found: {name} (for the Hansards gold: make align)")
+    return path
+
+
+@dataclass
+class GoldAlignment:
+    score: Score
+    matrices: list[torch.Tensor]  # word-level [target words, source words] per pair (empty if a side is)
+
+
+@torch.no_grad()
+def gold_alignment(model: Transformer, gold: GoldSet, supervised: bool, device: torch.device, max_tokens: int = 4000):
+    """AER of the model's teacher-forced alignments of the gold pairs.
+
+    supervised: read the aligning heads (as trained with train.align_weight); otherwise the
+    default extraction, the mean of every layer and head (AlignConfig()).
+    """
+    model.eval()
+    cfg = AlignConfig(layer=0, head=None, shift=False, words="max") if supervised else AlignConfig()
+    n = len(gold.links)
+    matrices: list[torch.Tensor] = [torch.zeros(0, 0)] * n
+    hyp: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    keep = [i for i in range(n) if gold.src_ids[i] and gold.tgt_ids[i]]
+    keep.sort(key=lambda i: (len(gold.src_ids[i]), len(gold.tgt_ids[i])))
+    start = 0
+    while start < len(keep):
+        width = max(len(gold.src_ids[keep[start]]), len(gold.tgt_ids[keep[start]])) + 1
+        chunk = keep[start : start + max(1, max_tokens // (2 * width))]
+        src = source_tensor([gold.src_ids[i] for i in chunk]).to(device)
+        tgt_in = pad([[BOS_ID] + gold.tgt_ids[i] for i in chunk]).to(device)
+        if supervised:
+            _, (heads,) = model(src, tgt_in, align=True)
+            attention = heads.unsqueeze(1)  # [B,1,k,T,S]: one "layer", the aligning heads
+        else:
+            _, layers = model(src, tgt_in, need_weights=True)
+            attention = torch.stack(layers, dim=1)  # [B,L,H,T,S]
+        attention = attention.float().cpu()
+        for b, i in enumerate(chunk):
+            a = attention[b, :, :, : len(gold.tgt_ids[i]) + 1, : len(gold.src_ids[i]) + 1]
+            matrices[i], hyp[i] = align_words(a, gold.src_word_ids[i], gold.tgt_word_ids[i], cfg)
+        start += len(chunk)
+    return GoldAlignment(aer(gold.links, hyp), matrices)
+
+
+def alignment_entries(score: Score) -> dict[str, float]:
+    """A validation record's alignment keys (fractions)."""
+    return {"valid_aer": score.aer, "valid_align_precision": score.precision, "valid_align_recall": score.recall}

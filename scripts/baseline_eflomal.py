@@ -1,6 +1,6 @@
 """Statistical baseline for the alignment study: eflomal on Multi30k en-fr + the Hansards gold pairs.
 
-    .venv/bin/pip install eflomal          # or: pip install -e ".[align]"
+    make install                            # eflomal is a dependency of mt
     .venv/bin/python scripts/baseline_eflomal.py --json docs/results/align_eflomal.json
 
 Trains eflomal (IBM1 + HMM + fertility, Gibbs sampling) on the 29,000 Multi30k en-fr training

@@ -167,10 +167,10 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     real = engine_module.batch_loss
     calls = {"n": 0}
 
-    def sometimes_nan(model, batch, smoothing):
-        loss, nll, n = real(model, batch, smoothing)
+    def sometimes_nan(model, batch, smoothing, align_weight):
+        result = real(model, batch, smoothing, align_weight)
         calls["n"] += 1
-        return (loss * float("nan"), nll, n) if calls["n"] in (3, 4) else (loss, nll, n)
+        return result._replace(loss=result.loss * float("nan")) if calls["n"] in (3, 4) else result
 
     monkeypatch.setattr(engine_module, "batch_loss", sometimes_nan)
     metrics = run(toy_config(tmp_path, max_steps=10, eval_every=0, max_epochs=1), tmp_path / "a")
@@ -179,7 +179,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(
         engine_module,
         "batch_loss",
-        lambda m, b, s: tuple((x * float("nan") if i == 0 else x) for i, x in enumerate(real(m, b, s))),
+        lambda m, b, s, a: real(m, b, s, a)._replace(loss=real(m, b, s, a).loss * float("nan")),
     )
     with pytest.raises(UserError, match="non-finite losses in a row"):
         run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")

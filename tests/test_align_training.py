@@ -1,0 +1,209 @@
+"""The supervised aligning heads: loss, gradient, teacher links and their cache, AER while training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import mt.align.teacher as teacher
+from mt.align.extract import format_links
+from mt.align.gold import GoldLine, aer, parse_links
+from mt.align.teacher import PieceLinks, sentence_words, teacher_links, word_to_piece_links
+from mt.batching import Split, collate
+from mt.checkpoint import read
+from mt.config import GoldConfig, ModelConfig, validate
+from mt.errors import UserError
+from mt.loss import alignment_loss, batch_loss
+from mt.tokenizer import word_units
+from mt.train import run
+from mt.validation import GoldSet, gold_alignment
+
+from .conftest import TOY, tiny_model, toy_config
+
+D, HEADS = 32, 4
+
+
+def test_word_units_split_leading_and_trailing_punctuation():
+    assert word_units(["▁Eis", "creme", "."]) == [0, 0, 1]
+    assert word_units(["▁(", "dog", ")", "▁ok"]) == [0, 1, 2, 3]
+    assert word_units(["▁don", "'", "t"]) == [0, 0, 0]  # inner punctuation stays in the word
+    assert word_units(["▁", "(", "a"]) == [0, 0, 1]  # a lone ▁ joins the piece after it
+    assert sentence_words(["▁Eis", "creme", ".", "▁Ja"]) == (["Eiscreme", ".", "Ja"], [0, 0, 1, 2])
+
+
+def test_word_links_become_links_of_all_their_pieces():
+    # source words: [a b][c], target words: [x][y z]
+    links = word_to_piece_links([(0, 1), (1, 0)], src_units=[0, 0, 1], tgt_units=[0, 1, 1])
+    assert links == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 0)]
+
+
+def test_alignment_loss_is_the_weighted_negative_log_attention():
+    attention = torch.full((1, 2, 3, 4), 0.25)  # two heads, uniform
+    attention[0, 0, 1] = torch.tensor([0.7, 0.1, 0.1, 0.1])
+    attention[0, 1, 1] = torch.tensor([0.1, 0.1, 0.1, 0.7])
+    index = torch.tensor([[0, 1, 0], [0, 1, 3], [0, 2, 2]])  # target 1 -> sources 0 and 3; target 2 -> 2
+    weight = torch.tensor([0.5, 0.5, 1.0])
+    expected = -(0.5 * np.log(0.4) + 0.5 * np.log(0.4) + np.log(0.25))  # heads averaged first
+    assert float(alignment_loss(attention, index, weight)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_collate_gives_each_aligned_target_token_weight_one():
+    links = PieceLinks.from_lists([[(0, 0), (1, 0), (2, 1)], [], [(0, 2)]])
+    split = Split(["a", "b", "c"], ["x", "y", "z"], [[5, 6, 7], [5], [8]], [[9, 9], [9], [9, 9, 9]], align=links)
+    batch = collate(split, np.array([2, 0, 1]))
+    rows = {tuple(r) for r in batch.align_index.tolist()}
+    assert rows == {(0, 2, 0), (1, 0, 0), (1, 0, 1), (1, 1, 2)}  # (pair in batch, target pos, source pos)
+    by_row = dict(zip(map(tuple, batch.align_index.tolist()), batch.align_weight.tolist()))
+    assert by_row[(1, 0, 0)] == by_row[(1, 0, 1)] == 0.5 and by_row[(1, 1, 2)] == by_row[(0, 2, 0)] == 1.0
+
+
+@pytest.mark.parametrize("full_context", [False, True])
+def test_alignment_gradient_reaches_only_the_supervised_heads(full_context):
+    model = tiny_model(layers=3, align_heads=1, align_full_context=full_context).train()
+    assert model.config.aligning_layer() == 1  # the penultimate of 3 decoder layers
+    src, tgt_in = torch.randint(4, 40, (2, 6)), torch.randint(4, 40, (2, 5))
+    _, (heads,) = model(src, tgt_in, align=True)
+    assert heads.shape == (2, 1, 5, 6)
+    index = torch.tensor([[0, 0, 1], [0, 3, 2], [1, 4, 5]])
+    alignment_loss(heads, index, torch.ones(3)).backward()
+    dh = D // HEADS
+    cross = model.decoder[1].cross_attn
+    assert cross.q.weight.grad[:dh].abs().sum() > 0
+    assert cross.q.weight.grad[dh:].abs().sum() == 0  # other heads' queries
+    k_grad, v_grad = cross.kv.weight.grad[:D], cross.kv.weight.grad[D:]
+    assert k_grad[:dh].abs().sum() > 0 and k_grad[dh:].abs().sum() == 0  # other heads' keys
+    assert v_grad.abs().sum() == 0  # values do not shape attention weights
+    untouched = [model.decoder[2], cross.out, model.decoder[1].ffn, model.decoder[1].sub_ffn]
+    for module in untouched:
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.parameters())
+
+
+def test_aligning_settings_are_checked():
+    with pytest.raises(UserError, match="model.align_heads"):
+        validate(ModelConfig(heads=4, align_heads=5))
+    with pytest.raises(UserError, match="model.align_layer"):
+        validate(ModelConfig(layers=3, align_layer=3))
+    assert ModelConfig(layers=3, align_layer=-1).aligning_layer() == 2
+    with pytest.raises(UserError, match="data.align_gold"):
+        validate(GoldConfig(src="a", tgt="b"))
+
+
+def test_pharaoh_links_round_trip_through_the_scorer():
+    links = [(0, 0), (1, 2), (2, 1)]
+    line = format_links(links)
+    assert line == "0-0 1-2 2-1"
+    gold = parse_links("1-1 2p3 3-2", one_based=True)
+    assert gold == GoldLine(sure={(0, 0), (2, 1)}, possible={(0, 0), (1, 2), (2, 1)})
+    score = aer([gold], [parse_links(line).possible])
+    assert score.aer == 0 and score.precision == 1 and score.recall == 1
+    assert aer([gold], [{(0, 1)}]).aer == 1.0
+
+
+def _diagonal_eflomal(calls):
+    def fake(src, tgt):
+        calls.append(len(src))
+        links = [[(min(j, len(s.split()) - 1), j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
+        return links, links
+
+    return fake
+
+
+def test_teacher_cache_is_reused_and_follows_the_corpus(tmp_path, monkeypatch):
+    from mt.tokenizer import Tokenizer
+
+    calls = []
+    monkeypatch.setattr(teacher, "run_eflomal", _diagonal_eflomal(calls))
+    en, de = (TOY / "train.en").read_text().splitlines(), (TOY / "train.de").read_text().splitlines()
+    sp = Tokenizer.train(en, de, toy_config(tmp_path).data)
+    src, tgt = sp.encode_src([en[0], en[1], en[0]]), sp.encode_tgt([de[0], de[1], de[0]])
+    first = teacher_links(src, tgt, sp, str(tmp_path / "cache"))
+    assert calls == [2]  # the repeated pair is aligned once
+    assert len(first) == 3 and np.array_equal(first.of(0)[0], first.of(2)[0])
+    again = teacher_links(src, tgt, sp, str(tmp_path / "cache"))
+    assert calls == [2] and np.array_equal(again.src, first.src)  # from the cache
+    teacher_links(src[:2], tgt[:2], sp, str(tmp_path / "cache"))  # a changed corpus: aligned anew
+    assert calls == [2, 2]
+
+
+def test_eflomal_teacher_on_the_toy_corpus(tmp_path):
+    from mt.data import prepare
+
+    data = prepare(toy_config(tmp_path).data)
+    train = data.splits["train"]
+    links = teacher_links(train.src, train.tgt, data.tokenizer, str(tmp_path / "cache"))
+    assert len(links) == len(train)
+    for k in range(len(train)):
+        s, t = links.of(k)
+        assert len(t) > 0 and s.max() < len(train.src[k]) and t.max() < len(train.tgt[k])
+
+
+@pytest.mark.slow
+def test_copy_task_aligns_each_word_with_itself():
+    """Target = source, teacher links i-i: the aligning head, read the way mt.align reads it
+    (row t predicts target token t), must give i-i. An off-by-one between the loss and the
+    extraction would show up here as a shifted diagonal."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    distinct = lambda n: rng.choice(np.arange(4, 40), size=n, replace=False).tolist()  # no word twice
+    sents = [distinct(rng.integers(3, 9)) for _ in range(200)]
+    links = PieceLinks.from_lists([[(i, i) for i in range(len(s))] for s in sents])
+    split = Split([""] * 200, [""] * 200, sents, sents, align=links)
+    model = tiny_model(layers=2, dropout=0.0).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        batch = collate(split, rng.choice(200, 32, replace=False))
+        optimizer.zero_grad()
+        result = batch_loss(model, batch, 0.1, align_weight=1.0)
+        (result.loss / result.tokens).backward()
+        optimizer.step()
+    test = [distinct(6) for _ in range(20)]
+    words = [list(range(6)) for _ in test]
+    gold = GoldSet(
+        [[""] * 6] * 20,
+        [[""] * 6] * 20,
+        test,
+        words,
+        test,
+        words,
+        [GoldLine({(i, i) for i in range(6)}, {(i, i) for i in range(6)}) for _ in test],
+    )
+    score = gold_alignment(model, gold, supervised=True, device=torch.device("cpu")).score
+    assert score.aer < 0.02, score
+
+
+@pytest.mark.slow
+def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher, "run_eflomal", _diagonal_eflomal([]))
+    src = (TOY / "valid.en").read_text().splitlines()[:5]
+    tgt = (TOY / "valid.de").read_text().splitlines()[:5]
+    (tmp_path / "g.en").write_text("\n".join(src) + "\n")
+    (tmp_path / "g.de").write_text("\n".join(tgt) + "\n")
+    (tmp_path / "g.links").write_text("\n".join("0-0 1-1" for _ in src) + "\n")
+    cfg = toy_config(tmp_path, max_steps=20, eval_every=10, align_weight=0.1)
+    cfg.data.align_gold = GoldConfig(str(tmp_path / "g.en"), str(tmp_path / "g.de"), str(tmp_path / "g.links"))
+    metrics = run(cfg, tmp_path / "run")
+    history = metrics["history"]
+    assert [h["step"] for h in history] == [10, 20]
+    assert all(0 <= h["valid_aer"] <= 1 and "valid_align_precision" in h for h in history)
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["history"][-1]["valid_aer"] == history[-1]["valid_aer"]
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert "valid/aer" in events.Tags()["scalars"] and "train/align_loss" in events.Tags()["scalars"]
+    assert "alignment/gold" in events.Tags()["images"]
+    record = read(tmp_path / "run" / "checkpoints" / "best.pt")["alignment"]
+    assert record == {"layer": 0, "heads": [0], "shift": False, "full_context": False, "source": "supervised"}
+
+
+@pytest.mark.slow
+def test_resume_with_alignment_equals_uninterrupted(tmp_path, monkeypatch):
+    from .test_train import assert_same_weights, weights
+
+    monkeypatch.setattr(teacher, "run_eflomal", _diagonal_eflomal([]))
+    torch.set_num_threads(1)
+    overrides = dict(eval_every=20, align_weight=0.05)
+    run(toy_config(tmp_path, max_steps=40, **overrides), tmp_path / "full")
+    run(toy_config(tmp_path, max_steps=23, **overrides), tmp_path / "split")
+    run(toy_config(tmp_path, max_steps=40, resume=True, **overrides), tmp_path / "split")
+    assert_same_weights(weights(tmp_path / "full/checkpoints/last.pt"), weights(tmp_path / "split/checkpoints/last.pt"))

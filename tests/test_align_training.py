@@ -207,3 +207,12 @@ def test_resume_with_alignment_equals_uninterrupted(tmp_path, monkeypatch):
     run(toy_config(tmp_path, max_steps=23, **overrides), tmp_path / "split")
     run(toy_config(tmp_path, max_steps=40, resume=True, **overrides), tmp_path / "split")
     assert_same_weights(weights(tmp_path / "full/checkpoints/last.pt"), weights(tmp_path / "split/checkpoints/last.pt"))
+
+
+@pytest.mark.slow
+def test_alignment_loss_trains_in_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher, "run_eflomal", _diagonal_eflomal([]))
+    metrics = run(toy_config(tmp_path, max_steps=6, eval_every=0, precision="bf16", align_weight=0.1), tmp_path / "r")
+    assert metrics["steps"] == 6 and metrics["nonfinite_steps"] == 0
+    events = EventAccumulator(str(tmp_path / "r" / "tb"), size_guidance={"scalars": 0}).Reload()
+    assert all(np.isfinite(e.value) and e.value > 0 for e in events.Scalars("train/align_loss"))

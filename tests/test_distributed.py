@@ -21,8 +21,12 @@ def test_shards_are_disjoint_and_cover_the_update():
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path):
+@pytest.mark.parametrize(
+    "extra", [[], ["train.align_weight=0.1", "model.align_full_context=true"]], ids=["plain", "aligning-head"]
+)
+def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path, extra):
     common = [
+        *extra,
         "data=toy",
         "model=tiny",
         "train=smoke",

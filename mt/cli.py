@@ -148,6 +148,53 @@ def decode_config(args: argparse.Namespace) -> DecodeConfig:
     return d
 
 
+def parse_layer(value: str) -> int | None:
+    """--layer: a decoder layer, or 'mean' (None)."""
+    if value == "mean":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or 'mean', got '{value}'") from None
+
+
+def parse_heads(value: str) -> int | list[int] | None:
+    """--head: a head, several to average ("0,2"), or 'mean' (None)."""
+    if value == "mean":
+        return None
+    try:
+        heads = [int(h) for h in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a head, heads like 0,2, or 'mean', got '{value}'") from None
+    return heads[0] if len(heads) == 1 else heads
+
+
+RECORDED = "the aligning heads the checkpoint records (trained, or saved by mt.align sweep --save), else the mean"
+ALIGN_OPTIONS = ("layer", "head", "shift", "words")  # AlignConfig fields the alignment options set
+
+
+def add_heads_args(parser: argparse.ArgumentParser) -> None:
+    """--layer/--head: which cross-attention alignments are read from. Left out, they stay out of
+    the namespace (SUPPRESS) and the checkpoint decides (mt.align.extract.align_config_for)."""
+    parser.add_argument(
+        "--layer",
+        type=parse_layer,
+        default=argparse.SUPPRESS,
+        help=f"alignments from this decoder layer (0-based) or 'mean' (default: {RECORDED})",
+    )
+    parser.add_argument(
+        "--head",
+        type=parse_heads,
+        default=argparse.SUPPRESS,
+        help=f"alignments from this head, these heads averaged (0,2) or 'mean' (default: {RECORDED})",
+    )
+
+
+def align_options(args: argparse.Namespace) -> dict:
+    """The alignment options given on the command line, as AlignConfig fields."""
+    return {key: getattr(args, key) for key in ALIGN_OPTIONS if hasattr(args, key)}
+
+
 def refuse_problems(found: list[str], group: str, options: dict[str, str]) -> None:
     """UserError listing a config's problems, each `group.key` named as the command-line option."""
     if found:

@@ -1,6 +1,7 @@
 """Translate text with a trained checkpoint: each argument, each line of a file or of standard
 input, or each sentence typed at the prompt becomes one line of output (or one JSON object).
---show-attention adds the word-level cross-attention and its alignment; --plot draws every head.
+--show-attention adds the word-level cross-attention and its alignment (from the aligning heads
+the checkpoint records, else the mean of all; --layer/--head choose others); --plot draws every head.
 
     python -m mt.translate "I like eating ice cream" "Two dogs play in the snow."
     python -m mt.translate --show-attention --plot attn.png "A dog runs in the park."
@@ -16,12 +17,21 @@ import argparse
 import sys
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from mt.cli import add_decode_args, add_device_args, command_parser, decode_config, progress_bar, setup_device
+from mt.cli import (
+    add_decode_args,
+    add_device_args,
+    add_heads_args,
+    align_options,
+    command_parser,
+    decode_config,
+    progress_bar,
+    setup_device,
+)
 from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
 from mt.rundir import checkpoint_to_use
@@ -54,16 +64,28 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 @dataclass
 class Source:
-    """One input line as the model reads it: its words, piece ids (cut to the model's limit) and
-    the word index of each piece (mt.align.extract.encode_sentences: encoded word by word)."""
+    """One input line as the model reads it: its whitespace words, piece ids (cut to the model's
+    limit), and its word units (mt.align.extract.encode_units: words encoded word by word, the
+    punctuation at a word's ends a unit of its own) with the unit of each piece."""
 
     words: list[str]
     ids: list[int]
-    word_ids: list[int]
+    unit_ids: list[int]
+    units: list[str]
 
 
 class Translator:
-    def __init__(self, checkpoint: Path, device, decode: DecodeConfig, attention: bool):
+    def __init__(
+        self,
+        checkpoint: Path,
+        device,
+        decode: DecodeConfig,
+        attention: bool,
+        align_options: Mapping[str, Any] | None = None,
+    ):
+        """`align_options`: AlignConfig fields set by the user over the checkpoint's own (its
+        recorded aligning heads, else the default; mt.align.extract.align_config_for)."""
+        from mt.align.extract import align_config_for, check_config, model_dims
         from mt.checkpoint import load
 
         self.loaded = load(checkpoint, device)
@@ -71,28 +93,33 @@ class Translator:
         self.cfg = decode
         self.attention = attention
         self.limit = self.loaded.model.config.max_positions - 1
+        self.align = align_config_for(self.loaded.ckpt, **(align_options or {}))
+        check_config(self.align, *model_dims(self.loaded))
 
     def translate(self, lines: list[str], decode: DecodeConfig | None = None) -> tuple[list[Source], list[list]]:
         """Sources and hypotheses (n-best) per line, with `decode` or the translator's settings;
-        lines with nothing to read (empty, or only characters the tokenizer drops) give none."""
-        from mt.align.extract import encode_sentences
+        lines with nothing to read (empty, or only characters the tokenizer drops) give none.
+        With attention, the best hypothesis carries the attention its alignment is read from
+        (for a full-context AlignConfig, a teacher-forced pass over it: `reread_best`)."""
+        from mt.align.extract import encode_units, reread_best
         from mt.decode import translate_ids
 
         words = [clean(line).split() for line in lines]
-        encoded = encode_sentences(self.loaded.tokenizer.encode_src, words)
         sources = []
-        for number, (ws, (ids, word_ids)) in enumerate(zip(words, encoded), start=1):
-            if len(ids) > self.limit:
+        for number, (ws, units) in enumerate(zip(words, encode_units(self.loaded.tokenizer, words)), start=1):
+            if len(units.ids) > self.limit:
                 print(
-                    f"mt.translate: warning: input {number} has {len(ids)} tokens; translating its first "
+                    f"mt.translate: warning: input {number} has {len(units.ids)} tokens; translating its first "
                     f"{self.limit} (the model's limit)",
                     file=sys.stderr,
                 )
-            sources.append(Source(ws, ids[: self.limit], word_ids[: self.limit]))
+            sources.append(Source(ws, units.ids[: self.limit], units.unit_ids[: self.limit], units.words))
         todo = [i for i, source in enumerate(sources) if source.ids]
-        hyps = translate_ids(
-            self.loaded.model, [sources[i].ids for i in todo], decode or self.cfg, self.device, self.attention
-        )
+        src_ids = [sources[i].ids for i in todo]
+        decoded_attention = self.attention and not self.align.full_context
+        hyps = translate_ids(self.loaded.model, src_ids, decode or self.cfg, self.device, decoded_attention)
+        if self.attention:
+            hyps = reread_best(self.loaded.model, src_ids, hyps, self.align, self.device)
         out: list[list] = [[] for _ in lines]
         for i, h in zip(todo, hyps):
             out[i] = h
@@ -130,7 +157,8 @@ def write_json(translator: Translator, source: Source, hyps: list, args: argpars
 
     from mt.serve.results import translation_result
 
-    result = translation_result(translator.loaded.tokenizer, source, hyps, attention=args.show_attention)
+    tok = translator.loaded.tokenizer
+    result = translation_result(tok, source, hyps, translator.align, attention=args.show_attention)
     out.write(json.dumps(result, ensure_ascii=False) + "\n")
     if args.plot and hyps:
         show_attention(translator, source, hyps[0], args, out)
@@ -138,25 +166,45 @@ def write_json(translator: Translator, source: Source, hyps: list, args: argpars
 
 def show_attention(translator: Translator, source: Source, hyp, args: argparse.Namespace, out: TextIO) -> None:
     """--show-attention: the word matrix and links of mt.align's one path (`align_hypothesis`,
-    default AlignConfig), exactly what `python -m mt.align --translations` gives for this line;
-    --plot: the raw subword attention of every layer and head."""
-    from mt.align.extract import AlignConfig, align_hypothesis, attention_grid_text
+    the checkpoint's AlignConfig), exactly what `python -m mt.align --translations` gives for this
+    line; --plot: the same words' attention for every layer and head, in one figure."""
+    from mt.align.extract import align_hypothesis, attention_grid_text
 
-    tok = translator.loaded.tokenizer
+    aligned = align_hypothesis(translator.loaded.tokenizer, source.units, source.unit_ids, hyp, translator.align)
     if args.show_attention and args.format == "text":  # json: the matrices are in the object
-        aligned = align_hypothesis(tok, source.words, source.word_ids, hyp, AlignConfig())
         src_words, tgt_words = aligned.src_words, aligned.tgt_words
+        out.write(f"cross-attention of {translator.align.describe()}, % of each row, * = link\n")
         out.write(attention_grid_text(aligned.matrix, src_words, tgt_words, aligned.links) + "\n")
         out.write("alignment: " + "  ".join(f"{src_words[i]}->{tgt_words[j]}" for i, j in aligned.links) + "\n")
     if args.plot:
-        from mt.plot import attention_grid, save
+        from mt.plot import save
 
-        src_pieces, tgt_pieces = tok.src_pieces(source.ids), tok.tgt_pieces(hyp.tokens)
         try:
-            save(attention_grid(hyp.attention, src_pieces + ["</s>"], tgt_pieces + ["</s>"]), args.plot)
+            save(plot_words(translator, source, hyp, aligned), args.plot)
         except (OSError, ValueError) as err:
             raise UserError(f"cannot write the plot {args.plot}: {err}") from None
         print(f"mt.translate: attention heatmap written to {args.plot}", file=sys.stderr)
+
+
+def plot_words(translator: Translator, source: Source, hyp, aligned):
+    """--plot: word-level attention of every layer (rows) and head, each layer's head mean, and
+    the matrix the links are read from (first row); the translation is the title."""
+    from dataclasses import replace
+
+    from mt.align.extract import align_hypothesis, model_dims
+    from mt.plot import attention_grid
+
+    layers, heads = model_dims(translator.loaded)
+    tok, cfg = translator.loaded.tokenizer, translator.align
+
+    def words(layer: int, head: int | None):
+        return align_hypothesis(tok, source.units, source.unit_ids, hyp, replace(cfg, layer=layer, head=head)).matrix
+
+    panels = [[(f"links: {cfg.describe()}", aligned.matrix)]]
+    for layer in range(layers):
+        row = [(f"layer {layer} head {head}", words(layer, head)) for head in range(heads)]
+        panels.append([*row, (f"layer {layer} mean", words(layer, None))])
+    return attention_grid(panels, aligned.src_words, aligned.tgt_words, translator.detok(hyp.tokens))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(p, n_best=True)
     p.add_argument("--batch-lines", type=int, default=256, help="lines read from the input per batch")
     p.add_argument("--show-attention", action="store_true", help="print the word-level cross-attention and alignment")
-    p.add_argument("--plot", metavar="FILE.png", help="save the cross-attention heatmap (layers x heads)")
+    p.add_argument("--plot", metavar="FILE.png", help="save the word-level cross-attention heatmaps (layers x heads)")
+    add_heads_args(p)  # which heads --show-attention, --plot and the JSON links read
     p.add_argument(
         "--format",
         choices=("text", "json"),
@@ -188,9 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         decode = decode_config(args)
         device = setup_device(args)
         path = checkpoint_to_use(args.checkpoint, "mt.translate")
-        translator = Translator(
-            path, device, decode, attention=args.show_attention or bool(args.plot) or args.format == "json"
-        )
+        attention = args.show_attention or bool(args.plot) or args.format == "json"
+        translator = Translator(path, device, decode, attention, align_options=align_options(args))
         try:
             out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
         except OSError as err:

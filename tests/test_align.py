@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from mt.align.cli import main
+from mt.align.experiment import heads_record
 from mt.align.extract import (
     AlignConfig,
+    align_config_for,
+    align_hypothesis,
     align_pairs,
     align_translations,
     align_words,
+    check_config,
     encode_sentences,
+    encode_units,
     encode_words,
     format_links,
     pool_words,
+    reread_best,
+    select,
     teacher_forced_attention,
     token_matrix,
+    unit_texts,
 )
 from mt.align.gold import GoldLine, aer, flip_gold, parse_links, read_gold_pairs
 from mt.align.symmetrize import grow_diag_final, invert, symmetrize
 from mt.config import DataConfig, DecodeConfig
-from mt.decode import translate_ids
+from mt.decode import Hypothesis, translate_ids
+from mt.errors import UserError
 from mt.fileio import read_lines
 from mt.tokenizer import Tokenizer
 from tests.conftest import TOY, tiny_model
@@ -189,15 +199,36 @@ def test_grow_diag_adds_diagonal_neighbours():
 
 
 # With a (tiny, untrained) model --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory) -> Path:
+# The record a model trained with train.align_weight > 0 and model.align_full_context=true carries.
+SUPERVISED = {"layer": 1, "heads": [0], "shift": False, "full_context": True, "source": "supervised"}
+
+
+def toy_model_file(path: Path, alignment: dict | None = None) -> Path:
+    """An untrained tiny en->de model (2 decoder layers, 2 heads) with the toy tokenizer, as a
+    model file; `alignment`: its "alignment" record (mt.checkpoint.AligningHeads)."""
     from mt.checkpoint import pack
 
     src, tgt = read_lines(TOY / "train.en"), read_lines(TOY / "train.de")
     tok = Tokenizer.train(src, tgt, DataConfig(name="toy", vocab_size=64))
-    model = tiny_model(vocab=tok.src_vocab_size, heads=2)
-    path = tmp_path_factory.mktemp("align") / "toy.pt"
-    torch.save(pack(model, tok, "en", "de"), path)
+    ckpt = pack(tiny_model(vocab=tok.src_vocab_size, heads=2), tok, "en", "de")
+    if alignment is not None:
+        ckpt["alignment"] = alignment
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory) -> Path:
+    return toy_model_file(tmp_path_factory.mktemp("align") / "toy.pt")
+
+
+def with_record(source: Path, path: Path, alignment: dict | None) -> Path:
+    """A copy of the model file `source` with another (or no) alignment record."""
+    ckpt = torch.load(source, weights_only=True)
+    ckpt.pop("alignment", None)
+    if alignment is not None:
+        ckpt["alignment"] = alignment
+    torch.save(ckpt, path)
     return path
 
 
@@ -299,3 +330,167 @@ def test_read_gold_pairs(tmp_path):
     path = tmp_path / "g"
     path.write_text("oh , oh !   ||| oh , oh !  \n2 .   ||| 2 .\n")
     assert read_gold_pairs(path) == (["oh , oh !", "2 ."], ["oh , oh !", "2 ."])
+
+
+# Aligning heads recorded in a checkpoint ---------------------------------------------------------
+def test_align_config_for_reads_the_record_and_options_override_it():
+    assert (
+        align_config_for({}) == AlignConfig() and align_config_for(None).describe() == "layer mean head mean (default)"
+    )
+    cfg = align_config_for({"alignment": SUPERVISED})
+    assert (cfg.layer, cfg.head, cfg.shift, cfg.full_context, cfg.words) == (1, 0, False, True, "max")
+    assert cfg.describe() == "layer 1 head 0, full context (supervised)"
+    swept = align_config_for({"alignment": {**SUPERVISED, "heads": [0, 2], "source": "sweep", "aer": 0.4}})
+    assert swept.heads() == [0, 2] and swept.describe() == "layer 1 heads 0,2, full context (sweep)"
+    assert align_config_for({"alignment": SUPERVISED}, layer=1).origin == "supervised"  # the same layer
+    other = align_config_for({"alignment": SUPERVISED}, head=None, words="sum")
+    assert (other.layer, other.head, other.full_context, other.words, other.origin) == (1, None, True, "sum", "options")
+    assert align_config_for({}, layer=0).describe() == "layer 0 head mean (options)"
+    with pytest.raises(UserError, match="malformed"):
+        align_config_for({"alignment": {"layer": "1", "heads": []}})
+
+
+def test_a_head_list_averages_those_heads():
+    attention = torch.rand(2, 3, 4, 5)
+    assert torch.allclose(select(attention, AlignConfig(layer=1, head=[0, 2])), attention[1, [0, 2]].mean(0))
+    assert torch.equal(select(attention, AlignConfig(layer=0, head=1)), attention[0, 1])
+    check_config(AlignConfig(layer=-1, head=[0, 2]), 2, 3)
+    for cfg, message in [(AlignConfig(head=[0, 3]), "--head 3"), (AlignConfig(head=[]), "no head")]:
+        with pytest.raises(UserError, match=message):
+            check_config(cfg, 2, 3)
+
+
+def test_full_context_reads_the_decoder_without_its_causal_mask(toy_checkpoint):
+    from mt.checkpoint import load
+
+    loaded = load(toy_checkpoint)
+    tok = loaded.tokenizer
+    src, tgt = tok.encode_src(["the cat sits ."]), tok.encode_tgt(["die katze sitzt ."])
+    causal = teacher_forced_attention(loaded.model, src, tgt)[0]
+    full = teacher_forced_attention(loaded.model, src, tgt, full_context=True)[0]
+    assert full.shape == causal.shape and not torch.allclose(full, causal)
+    # Layer 0's last step (predicting eos) sees the whole target either way.
+    assert torch.allclose(full[0, :, -1], causal[0, :, -1], atol=1e-5)
+
+    # A freely decoded translation is re-read teacher-forced for a full-context config.
+    hyps = translate_ids(loaded.model, src, DecodeConfig(beam_size=2, max_len_b=3), need_attention=False)
+    cfg = AlignConfig(layer=1, head=0, full_context=True)
+    reread = reread_best(loaded.model, src, hyps, cfg)
+    expected = teacher_forced_attention(loaded.model, src, [hyps[0][0].tokens], full_context=True)[0]
+    assert torch.equal(reread[0][0].attention, expected) and reread[0][0].tokens == hyps[0][0].tokens
+    assert reread_best(loaded.model, src, hyps, AlignConfig()) == hyps
+
+
+# Word units: punctuation at a word's ends is a word of its own (translations, not gold) --------------
+def test_unit_texts_keep_the_words_own_spelling():
+    assert unit_texts("cream.", ["▁cream", "."], [0, 1]) == ["cream", "."]
+    assert unit_texts('("Zürich").', ["▁(", '"', "Z", "<unk>", "rich", '")', "."], [0, 1, 2, 2, 2, 3, 4]) == [
+        "(",
+        '"',
+        "Zürich",
+        '")',
+        ".",
+    ]
+    assert unit_texts("don't", ["▁don", "'", "t"], [0, 0, 0]) == ["don't"]
+    assert unit_texts("x", [], []) == []
+
+
+def test_sources_and_translations_are_read_as_word_units(toy_checkpoint):
+    from mt.checkpoint import load
+
+    tok = load(toy_checkpoint).tokenizer
+    words = ["Zürich.", "the", "cat", "sits."]
+    (units,) = encode_units(tok, [words])
+    assert units.words == ["Zürich", ".", "the", "cat", "sits", "."]
+    assert units.ids == encode_sentences(tok.encode_src, [words])[0][0]  # the same pieces, grouped anew
+    assert units.unit_ids == sorted(units.unit_ids) and set(units.unit_ids) == set(range(6))
+
+    tokens = tok.encode_tgt(["die katze."])[0]
+    hyp = Hypothesis(tokens, 0.0, 0.0, torch.rand(2, 2, len(tokens) + 1, 4))
+    aligned = align_hypothesis(tok, ["the", "cat", "."], [0, 1, 2], hyp, AlignConfig())
+    assert aligned.tgt_words == ["die", "katze", "."] and sorted(j for _, j in aligned.links) == [0, 1, 2]
+
+
+def test_cli_reads_the_recorded_heads_and_options_override_them(toy_checkpoint, tmp_path, capsys):
+    from mt.checkpoint import load
+
+    ckpt = with_record(toy_checkpoint, tmp_path / "sup.pt", SUPERVISED)
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("the cat sits .\na woman\n")
+    tgt.write_text("die katze sitzt .\neine frau\n")
+    pairs = ["--checkpoint", str(ckpt), "--src", str(src), "--tgt", str(tgt)]
+    main(pairs)
+    out, err = capsys.readouterr()
+    assert "links from layer 1 head 0, full context (supervised), words max" in err
+    expected = align_pairs(load(ckpt), read_lines(src), read_lines(tgt), AlignConfig(1, 0, full_context=True))
+    assert out.splitlines() == [format_links(x) for x in expected]
+    main([*pairs, "--head", "mean", "--layer", "0"])
+    assert "links from layer 0 head mean, full context (options)" in capsys.readouterr().err
+
+    # Own translations: the words written are word units, on both sides.
+    hyp, words, links = tmp_path / "hyp.txt", tmp_path / "src-words.txt", tmp_path / "hyp.align"
+    (tmp_path / "raw.txt").write_text("the cat sits.\n")
+    main(
+        ["--checkpoint", str(ckpt), "--src", str(tmp_path / "raw.txt"), "--translations", str(hyp)]
+        + ["--source-words", str(words), "--output", str(links), "--beam", "2"]
+    )
+    assert words.read_text() == "the cat sits .\n"
+    n_src, n_tgt = 4, len(hyp.read_text().split())
+    pairs_out = [tuple(map(int, x.split("-"))) for x in links.read_text().split()]
+    assert sorted({j for _, j in pairs_out}) == list(range(n_tgt)) and all(i < n_src for i, _ in pairs_out)
+
+
+def sweep_args(ckpt: Path, tmp_path: Path) -> list[str]:
+    src, tgt, gold = tmp_path / "s.txt", tmp_path / "t.txt", tmp_path / "gold"
+    src.write_text("the cat sits .\na woman\n")
+    tgt.write_text("die katze sitzt .\neine frau\n")
+    gold.write_text("1-1 2-2 3-3 4p4\n1-1 2-2\n")
+    return ["sweep", "--checkpoint", str(ckpt), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold)] + [
+        "--gold-one-based",
+        "--json",
+        str(tmp_path / "sweep.json"),
+    ]
+
+
+def test_sweep_save_records_the_best_single_layer_cell(toy_checkpoint, tmp_path, capsys):
+    from mt.checkpoint import load
+
+    ckpt = with_record(toy_checkpoint, tmp_path / "m.pt", None)
+    main([*sweep_args(ckpt, tmp_path), "--save"])
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    cells = [r for r in rows if r["system"] == "forward" and r["layer"] != "mean" and r["words"] == "max"]
+    best = min(cells, key=lambda r: r["aer"])
+    saved = torch.load(ckpt, weights_only=True)
+    record = saved["alignment"]
+    assert record == heads_record(best, 2, False) and record["source"] == "sweep" and record["aer"] == best["aer"]
+    assert isinstance(record["layer"], int) and record["heads"] in ([0], [1], [0, 1])
+    assert f"saved to {ckpt}" in out
+    original = torch.load(toy_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(saved["model"][k], v) for k, v in original.items())  # only the record changed
+    assert align_config_for(load(ckpt).ckpt).origin == "sweep"
+    assert not list(tmp_path.glob(".m.pt.*"))  # no temp file left behind
+
+
+def test_sweep_save_keeps_supervised_heads_unless_forced(toy_checkpoint, tmp_path, capsys):
+    ckpt = with_record(toy_checkpoint, tmp_path / "sup.pt", SUPERVISED)
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*sweep_args(ckpt, tmp_path), "--save"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "--force" in err
+    assert out == "" and ckpt.read_bytes() == before  # refused before sweeping
+    main([*sweep_args(ckpt, tmp_path), "--save", "--force"])
+    record = torch.load(ckpt, weights_only=True)["alignment"]
+    assert record["source"] == "sweep" and record["full_context"] is True  # read as the model was trained
+
+
+def test_sweep_save_refuses_a_checkpoint_that_changed_meanwhile(toy_checkpoint, tmp_path):
+    from mt.align.cli import file_stamp, save_best
+
+    ckpt = with_record(toy_checkpoint, tmp_path / "m.pt", None)
+    stamp = file_stamp(ckpt)
+    os.utime(ckpt, ns=(stamp[0] + 10**9, stamp[0] + 10**9))  # as if a training run had saved it again
+    row = {"system": "forward", "layer": 0, "head": 1, "shift": False, "words": "max", "aer": 0.5}
+    with pytest.raises(UserError, match="changed while the sweep ran"):
+        save_best([row], 2, False, torch.load(ckpt, weights_only=True), ckpt, stamp)

@@ -107,6 +107,36 @@ def test_table_sorted_by_bleu_with_significance_and_failed_run(tmp_path, capsys)
     assert (sweep / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_aer_column_is_the_best_validations_and_only_where_measured(tmp_path, capsys):
+    """The AER of the validation at best_step (the tested checkpoint), in percent; '-' for a run
+    without alignments; no column at all when no run has one."""
+    sweep = tmp_path / "sweep"
+    history = [
+        {"step": 100, "valid_bleu": 10.0, "valid_aer": 0.5, "valid_align_precision": 0.4, "valid_align_recall": 0.6},
+        {"step": 200, "valid_bleu": 12.0, "valid_aer": 0.3456, "valid_align_precision": 0.6, "valid_align_recall": 0.7},
+        {"step": 300, "valid_bleu": 11.0, "valid_aer": 0.2},
+    ]
+    for name, layers, records in [("aligned", 1, history), ("plain", 2, [{"step": 200, "valid_bleu": 12.0}])]:
+        path = fake_run(sweep / name, hyps=REFS, layers=layers)
+        metrics = json.loads((path / "metrics.json").read_text())
+        metrics.update(best_step=200, history=records)
+        (path / "metrics.json").write_text(json.dumps(metrics))
+    main([str(sweep), "--bootstrap", "0"])
+    lines = table_lines(capsys.readouterr().out)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert header.index("AER") == header.index("valid BLEU") + 1
+    assert rows["aligned"][header.index("AER")] == "34.6" and rows["plain"][header.index("AER")] == "-"
+    assert "AER (%" in (sweep / "comparison.md").read_text()
+    with open(sweep / "comparison.csv", newline="") as handle:
+        records = {r["run"]: r for r in csv.DictReader(handle)}
+    assert float(records["aligned"]["valid_aer"]) == pytest.approx(0.3456) and records["plain"]["valid_aer"] == ""
+
+    fake_run(tmp_path / "none" / "a", hyps=REFS)
+    main([str(tmp_path / "none"), "--bootstrap", "0", "--no-files"])
+    assert "AER" not in capsys.readouterr().out
+
+
 def test_different_references_are_not_tested_against_each_other(tmp_path):
     other_refs = [r + " ." for r in REFS]
     fake_run(tmp_path / "a", hyps=REFS, test="test")

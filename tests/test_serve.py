@@ -89,9 +89,38 @@ def test_attention_matrices_match_the_words(client):
     assert torch.tensor(attention["by_head"]).shape == (layers, heads, n_tgt, n_src)
     assert torch.tensor(attention["by_layer"]).shape == (layers, n_tgt, n_src)
     mean = torch.tensor(attention["mean"])
-    assert mean.shape == (n_tgt, n_src)
-    # The links are read from the all-layer mean (default AlignConfig): one argmax per target word.
+    assert mean.shape == (n_tgt, n_src) and attention["aligned"] == attention["mean"]
+    # No recorded heads: the links are read from the all-layer mean (default AlignConfig), one argmax per target word.
+    assert (
+        result["aligned_by"]["origin"] == "default" and health["model"]["alignment"] == "layer mean head mean (default)"
+    )
     assert sorted([int(i), j] for j, i in enumerate(mean.argmax(dim=1).tolist())) == result["links"]
+
+
+def test_answers_name_the_recorded_heads_and_read_them(tmp_path):
+    """A checkpoint that records its aligning heads (full context): the links and the "aligned"
+    matrix come from those heads, the answer says so, the words are word units."""
+    from tests.test_align import SUPERVISED, toy_model_file
+
+    ckpt = toy_model_file(tmp_path / "sup.pt", SUPERVISED)
+    translator = Translator(ckpt, torch.device("cpu"), DecodeConfig(beam_size=2), attention=True)
+    with TestClient(create_app(translator, LIMITS, checkpoint=ckpt)) as client:
+        assert client.get("/health").json()["model"]["alignment"] == "layer 1 head 0, full context (supervised)"
+        result = translate(client, text="the cat sits.", attention=True)["results"][0]
+    assert result["source"] == "the cat sits." and result["source_words"] == ["the", "cat", "sits", "."]
+    assert result["aligned_by"] == {
+        "layer": 1,
+        "heads": [0],
+        "shift": False,
+        "full_context": True,
+        "origin": "supervised",
+        "description": "layer 1 head 0, full context (supervised)",
+    }
+    attention = result["attention"]
+    aligned = torch.tensor(attention["aligned"])
+    assert aligned.shape == (len(result["target_words"]), 4)
+    assert attention["aligned"] == attention["by_head"][1][0]  # every view from the same full-context pass
+    assert sorted([int(i), j] for j, i in enumerate(aligned.argmax(dim=1).tolist())) == result["links"]
 
 
 def test_translate_format_json_prints_the_same_object(client, ckpt, capsys, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,10 @@ def skip_without_browser() -> str:
     return chromium
 
 
-@pytest.fixture(scope="module")
-def explorer(request):
-    """(driver, url): the explorer served from the toy checkpoint, and a headless Chromium."""
-    chromium = skip_without_browser()  # before the model is trained: a skip costs nothing
+@contextmanager
+def browse(checkpoint: Path):
+    """(driver, url): the explorer served from `checkpoint` on 127.0.0.1, and a headless Chromium."""
+    chromium = skip_without_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -45,7 +46,6 @@ def explorer(request):
     from mt.serve.server import bind, server_for, url_of
     from mt.translate import Translator
 
-    checkpoint = request.getfixturevalue("trained_run") / "checkpoints" / "best.pt"
     translator = Translator(checkpoint, torch.device("cpu"), DecodeConfig(), attention=True)
     sock = bind("127.0.0.1", 0)
     server = server_for(create_app(translator, ServeConfig(), checkpoint=checkpoint), log_level="warning")
@@ -68,6 +68,14 @@ def explorer(request):
         driver.quit()
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def explorer(request):
+    """(driver, url): the explorer served from the toy checkpoint, and a headless Chromium."""
+    skip_without_browser()  # before the model is trained: a skip costs nothing
+    with browse(request.getfixturevalue("trained_run") / "checkpoints" / "best.pt") as opened:
+        yield opened
 
 
 def cell_fills(driver) -> list[str]:
@@ -151,3 +159,31 @@ def test_explorer_translates_draws_and_fits_a_phone(explorer, tmp_path):
 
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors  # no script errors, no blocked or missing resources
+
+
+def test_explorer_shows_the_recorded_heads_first(tmp_path):
+    """A checkpoint that records its aligning heads: the heatmap opens on the matrix its links come
+    from, named like the other views (layers and heads from 1)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    skip_without_browser()
+    from tests.test_align import SUPERVISED, toy_model_file
+
+    with browse(toy_model_file(tmp_path / "sup.pt", SUPERVISED)) as (driver, url):
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.ID, "beam").get_attribute("value"))
+        driver.find_element(By.ID, "source-input").send_keys("the cat sits.", Keys.ENTER)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap rect.cell"))
+        view = Select(driver.find_element(By.ID, "view"))
+        assert view.first_selected_option.get_attribute("value") == "aligned"
+        assert view.first_selected_option.text == "Links · Layer 2 · head 1 (supervised)"
+        aligned = cell_fills(driver)
+        view.select_by_value("1:0")  # the same heads, from the same full-context pass
+        assert cell_fills(driver) == aligned
+        words = driver.find_elements(By.CSS_SELECTOR, '#links .word[data-side="src"]')
+        assert [w.text for w in words] == ["the", "cat", "sits", "."]
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors

@@ -56,7 +56,8 @@ def test_show_attention_and_plot(ckpt, capsys, monkeypatch, tmp_path):
         ["--checkpoint", ckpt, "--show-attention", "--plot", str(png), SENTENCE], capsys, monkeypatch
     )
     assert code == 0 and png.stat().st_size > 1000
-    header = out.splitlines()[1]
+    assert out.splitlines()[1] == "cross-attention of layer mean head mean (default), % of each row, * = link"
+    header = out.splitlines()[2]
     assert header.split() == SENTENCE.split()  # words, not subword pieces
     assert "alignment: " in out
 
@@ -79,10 +80,51 @@ def test_show_attention_gives_the_links_of_mt_align(ckpt, capsys, monkeypatch, t
     assert code == 0 and lines[-1].startswith("alignment: ")
     shown = [tuple(x.split("->")) for x in lines[-1].removeprefix("alignment: ").split("  ")]
     assert shown == [(src_words[i], tgt_words[j]) for i, j in pairs]
-    header, *rows = lines[1:-1]
+    header, *rows = lines[2:-1]
     assert header.split() == src_words and [row.split()[0] for row in rows] == tgt_words
     starred = {(i, j) for j, row in enumerate(rows) for i, cell in enumerate(row.split()[1:]) if cell.endswith("*")}
     assert starred == set(pairs)
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """An untrained tiny model whose checkpoint records full-context aligning heads (layer 1 head 0)."""
+    from tests.test_align import SUPERVISED, toy_model_file
+
+    return str(toy_model_file(tmp_path_factory.mktemp("sup") / "sup.pt", SUPERVISED))
+
+
+def test_show_attention_reads_the_recorded_heads_in_word_units(supervised, capsys, monkeypatch, tmp_path):
+    """The grid says which heads it shows; punctuation is a word of its own on both sides; the
+    alignment line is what `mt.align --translations` writes (both re-read the translation with full context)."""
+    from mt.align.cli import main as align
+
+    png = tmp_path / "attn.png"
+    args = ["--checkpoint", supervised, "--beam", "2", "--show-attention", "the cat sits."]
+    code, out, _ = translate([*args, "--plot", str(png)], capsys, monkeypatch)
+    title, header, *rows, alignment = out.splitlines()[1:]
+    assert code == 0 and png.stat().st_size > 1000
+    assert title == "cross-attention of layer 1 head 0, full context (supervised), % of each row, * = link"
+    assert header.split() == ["the", "cat", "sits", "."]
+
+    src, hyp, links = tmp_path / "src.txt", tmp_path / "hyp.txt", tmp_path / "hyp.align"
+    src.write_text("the cat sits.\n")
+    align(
+        ["--checkpoint", supervised, "--src", str(src), "--translations", str(hyp), "--output", str(links)]
+        + [
+            "--beam",
+            "2",
+        ]
+    )
+    src_words, tgt_words = header.split(), hyp.read_text().split()
+    pairs = [tuple(map(int, link.split("-"))) for link in links.read_text().split()]
+    assert [row.split()[0] for row in rows] == tgt_words
+    assert alignment == "alignment: " + "  ".join(f"{src_words[i]}->{tgt_words[j]}" for i, j in pairs)
+
+    code, out, _ = translate([*args, "--layer", "0", "--head", "0,1"], capsys, monkeypatch)
+    assert code == 0 and "of layer 0 heads 0,1, full context (options)" in out.splitlines()[1]
+    code, _, err = translate([*args, "--head", "5"], capsys, monkeypatch)
+    assert code == 2 and "--head 5 is out of range" in err and len(err.strip().splitlines()) == 1
 
 
 def test_no_run_yet_says_make_train(capsys, monkeypatch, tmp_path):

@@ -4,13 +4,17 @@
                        [--no-shift] [--reverse-checkpoint CKPT2 --symmetrize grow-diag-final] > out.align
     python -m mt.align --checkpoint CKPT --src FILE --translations OUT      # align own translations
     python -m mt.align score --gold G --hyp H [--gold-one-based]
-    python -m mt.align sweep --checkpoint CKPT --src FILE --tgt FILE --gold G [--gold-one-based] [--json F]
+    python -m mt.align sweep --checkpoint CKPT --src FILE --tgt FILE --gold G [--gold-one-based] [--json F] [--save]
     python -m mt.align prepare-gold --out data/align
     python -m mt.align plot --checkpoint CKPT --src FILE --tgt FILE --lines 5 9 --gold G --out 'img/{n}.png'
 
 Alignments are Pharaoh `i-j` (0-based, source word - target word), one line per sentence pair.
 Source and target files are whitespace-tokenized: every whitespace token is one word, and
 subword pieces are mapped back to those words (pieces of a word are encoded word by word).
+The model's own translations (--translations) are split into word units instead, punctuation
+at a word's ends being a word of its own, on both sides (--source-words writes the source's).
+Without --layer/--head/--shift, a checkpoint is read with the aligning heads it records
+(trained with train.align_weight, or saved by `sweep --save`), else the mean of all of them.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from mt.align.experiment import plot_pairs, sweep, sweep_table
+from mt.align.experiment import best_recordable, heads_record, plot_pairs, sweep, sweep_table
 from mt.align.extract import (
     WORDS,
     AlignConfig,
+    align_config_for,
     align_pairs,
     align_translations,
     check_config,
+    config_of_record,
     encode_pairs,
+    encode_units,
     format_links,
     model_dims,
     pair_attention,
@@ -40,60 +47,53 @@ from mt.cli import (
     HelpFormatter,
     add_decode_args,
     add_device_args,
+    add_heads_args,
+    align_options,
     command_parser,
     decode_config,
     progress_bar,
     setup_device,
 )
 from mt.errors import UserError, exit_on_user_error
-from mt.fileio import atomic_write_json, atomic_write_text, read_lines
+from mt.fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_lines
 from mt.paths import ALIGNMENT_GOLD
-
-
-def _layer(value: str) -> int | None:
-    if value == "mean":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a layer number or 'mean', got '{value}'") from None
-
-
-def _show(value: int | None) -> str:
-    return "mean" if value is None else str(value)
+from mt.rundir import model_file
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    defaults = AlignConfig()
-    p.add_argument(
-        "--layer",
-        type=_layer,
-        default=defaults.layer,
-        help=f"decoder layer (0-based) or 'mean' (default: {_show(defaults.layer)})",
-    )
-    p.add_argument(
-        "--head", type=_layer, default=defaults.head, help=f"attention head or 'mean' (default: {_show(defaults.head)})"
-    )
+    add_heads_args(p)
     p.add_argument(
         "--shift",
         dest="shift",
         action="store_true",
-        default=defaults.shift,
+        default=argparse.SUPPRESS,
         help="read target word j at the step where it is the decoder input",
     )
     p.add_argument(
-        "--no-shift", dest="shift", action="store_false", help="read target word j at the step that predicts it"
+        "--no-shift",
+        dest="shift",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="read target word j at the step that predicts it (default: as recorded, else no shift)",
     )
     p.add_argument(
         "--words",
         choices=WORDS,
-        default=defaults.words,
-        help="subwords -> words: sum / max over source pieces, or subword-level links (default: %(default)s)",
+        default=argparse.SUPPRESS,
+        help="subwords -> words: sum / max over source pieces, or subword-level links "
+        f"(default: {AlignConfig().words})",
     )
 
 
-def _config(args: argparse.Namespace) -> AlignConfig:
-    return AlignConfig(args.layer, args.head, args.shift, args.words)
+def _config(args: argparse.Namespace, loaded) -> AlignConfig:
+    """The options given over the checkpoint's own default (align_config_for), checked against the model."""
+    cfg = align_config_for(loaded.ckpt, **align_options(args))
+    check_config(cfg, *model_dims(loaded))
+    return cfg
+
+
+def _say_config(name: str, cfg: AlignConfig) -> None:
+    print(f"mt.align: {name}: links from {cfg.describe()}, words {cfg.words}", file=sys.stderr)
 
 
 def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
@@ -126,7 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SYMMETRIZE,
         help="how to combine with --reverse-checkpoint (default: %(default)s)",
     )
-    e.add_argument("--translations", help="without --tgt: write the model's translations here")
+    e.add_argument(
+        "--translations", help="without --tgt: write the model's translations here (word units: `Eiscreme .`)"
+    )
+    e.add_argument(
+        "--source-words",
+        help="with --translations: also write the source word units the links index (punctuation at a word's "
+        "ends split off; the same as the whitespace tokens of tokenized text)",
+    )
     add_decode_args(e)  # --beam, --alpha, --max-tokens: decoding the translations (without --tgt)
     e.add_argument("--output", help="write alignments here (default: standard output)")
 
@@ -148,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--reverse-checkpoint", help="target->source model: also sweep it and the symmetrizations")
     w.add_argument("--json", help="write the table here as JSON")
+    w.add_argument(
+        "--save",
+        action="store_true",
+        help="write the best single-layer cell (lowest AER, --words max) into --checkpoint as the heads "
+        "mt.align, mt.translate and mt.serve read by default",
+    )
+    w.add_argument("--force", action="store_true", help="with --save: replace supervised (trained) aligning heads")
 
     q = sub.add_parser("plot", help="word-level attention heatmaps of chosen sentence pairs")
     _add_model_args(q, tgt_required=True)
@@ -207,7 +221,6 @@ def _write_lines(path: str | None, lines: Iterable[str]) -> None:
 
 def run_extract(args: argparse.Namespace) -> None:
     device = setup_device(args)
-    cfg = _config(args)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     if tgt_lines is None:
         if args.reverse_checkpoint:
@@ -216,18 +229,29 @@ def run_extract(args: argparse.Namespace) -> None:
             raise UserError("without --tgt, give --translations FILE to keep the translations that are aligned")
         decode = decode_config(args)
         loaded = _load(args.checkpoint, device)
+        cfg = _config(args, loaded)
+        _say_config(args.checkpoint, cfg)
         with progress_bar(len(src_lines), "sent", "translating and aligning") as bar:
             texts, links = align_translations(loaded, src_lines, cfg, decode, device, on_batch=bar.update)
         _write_lines(args.translations, texts)
+        if args.source_words:
+            units = encode_units(loaded.tokenizer, [line.split() for line in src_lines])
+            _write_lines(args.source_words, (" ".join(u.words) for u in units))
         _write_lines(args.output, (format_links(x) for x in links))
         return
+    if args.source_words:
+        raise UserError("--source-words goes with --translations (given pairs keep their own words)")
     loaded = _load(args.checkpoint, device)
+    cfg = _config(args, loaded)
+    _say_config(args.checkpoint, cfg)
     with progress_bar(len(src_lines), "pair", "aligning") as bar:
         links = align_pairs(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)
     if args.reverse_checkpoint:
         reverse = _load(args.reverse_checkpoint, device)
+        rev_cfg = _config(args, reverse)
+        _say_config(args.reverse_checkpoint, rev_cfg)
         with progress_bar(len(src_lines), "pair", "aligning the reverse direction") as bar:
-            backward = align_pairs(reverse, tgt_lines, src_lines, cfg, device, on_batch=bar.update)
+            backward = align_pairs(reverse, tgt_lines, src_lines, rev_cfg, device, on_batch=bar.update)
         links = [symmetrize(f, invert(b), args.symmetrize) for f, b in zip(links, backward)]
     _write_lines(args.output, (format_links(x) for x in links))
 
@@ -248,11 +272,20 @@ def run_sweep(args: argparse.Namespace) -> None:
     assert tgt_lines is not None
     gold = _read_gold(args)
     _same_length(gold, args, args.src, len(src_lines))
+    if args.force and not args.save:
+        raise UserError("--force goes with --save")
+    given = Path(args.checkpoint)
+    stamp = file_stamp(model_file(given)) if given.exists() else (0, 0)  # --save: was it rewritten meanwhile?
     loaded = _load(args.checkpoint, device)
+    path = model_file(given)
+    if args.save:
+        refuse_to_replace(loaded.ckpt, path, args.force)
     layers, heads = model_dims(loaded)
+    # The attention is read as the checkpoint says (a full-context model without its causal mask).
+    full_context = align_config_for(loaded.ckpt).full_context
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
     with progress_bar(len(src_lines), "pair", "attention") as bar:
-        att = pair_attention(loaded, enc, device, bar.update)
+        att = pair_attention(loaded, enc, device, bar.update, full_context)
     reverse = None
     if args.reverse_checkpoint:
         rev = _load(args.reverse_checkpoint, device)
@@ -262,18 +295,60 @@ def run_sweep(args: argparse.Namespace) -> None:
                 f"{(layers, heads)}: the sweep pairs them configuration by configuration"
             )
         rev_enc = encode_pairs(rev.tokenizer, tgt_lines, src_lines, source_limit(rev))
-        reverse = (pair_attention(rev, rev_enc, device), rev_enc)
+        reverse = (pair_attention(rev, rev_enc, device, full_context=align_config_for(rev.ckpt).full_context), rev_enc)
     rows = sweep(att, enc, gold, layers, heads, reverse)
     for system in dict.fromkeys(r["system"] for r in rows):
         name = {"forward": args.checkpoint, "reverse": args.reverse_checkpoint}.get(system, system)
+        context = ", full context" if full_context and system == "forward" else ""
         print(
-            f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced, argmax per "
+            f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced{context}, argmax per "
             f"target word{'' if system == 'forward' else ', per direction'})"
         )
         print(sweep_table(rows, heads, system) + "\n")
     if args.json:
         runs = {"checkpoint": args.checkpoint, "reverse_checkpoint": args.reverse_checkpoint, "gold": args.gold}
         atomic_write_json(Path(args.json), {**runs, "sentences": len(gold), "rows": rows})
+    if args.save:
+        save_best(rows, heads, full_context, loaded.ckpt, path, stamp)
+
+
+def refuse_to_replace(ckpt, path: Path, force: bool) -> None:
+    """--save keeps trained aligning heads unless --force: a sweep measures them, it does not retrain them."""
+    record = ckpt.get("alignment")
+    if record and record.get("source") == "supervised" and not force:
+        raise UserError(
+            f"{path} records the aligning heads it was trained with, {config_of_record(record).describe()}; "
+            "--save would replace them with the sweep's best cell: add --force to do so"
+        )
+
+
+def save_best(rows: list[dict], heads: int, full_context: bool, ckpt, path: Path, stamp: tuple[int, int]) -> None:
+    """Write the best recordable cell into the checkpoint's "alignment" record (atomically), and
+    say what was written and whether an unrecordable cell (mean of layers, other pooling) was better."""
+    words = AlignConfig().words
+    best = best_recordable(rows, words)
+    if best is None:
+        raise UserError("the sweep has no single-layer cell to save")
+    record = heads_record(best, heads, full_context)
+    if file_stamp(path) != stamp:
+        raise UserError(f"{path} changed while the sweep ran (a training run saving it?); nothing saved, sweep again")
+    atomic_torch_save(path, {**ckpt, "alignment": record})
+    print(f"saved to {path}: links from {config_of_record(record).describe()}, AER {100 * best['aer']:.1f} %")
+    overall = min((r for r in rows if r["system"] == "forward"), key=lambda r: r["aer"])
+    if overall["aer"] < best["aer"]:
+        print(
+            f"(the best cell overall, layer={overall['layer']} head={overall['head']} words={overall['words']}, "
+            f"AER {100 * overall['aer']:.1f} %, cannot be recorded: a record names one layer and is read with "
+            f"--words {words}; pass its options to mt.align to use it)"
+        )
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    return info.st_mtime_ns, info.st_size
 
 
 def run_plot(args: argparse.Namespace) -> None:
@@ -288,8 +363,7 @@ def run_plot(args: argparse.Namespace) -> None:
     if gold is not None:
         _same_length(gold, args, args.src, len(src_lines))
     loaded = _load(args.checkpoint, device)
-    cfg = _config(args)
-    check_config(cfg, *model_dims(loaded))
+    cfg = _config(args, loaded)
     for path in plot_pairs(loaded, src_lines, tgt_lines, args.lines, cfg, args.out, gold, device):
         print(f"wrote {path}")
 

@@ -13,6 +13,7 @@ from torch import Tensor
 from mt.align.extract import WORDS, AlignConfig, Encoded, align_words, all_links, encode_pairs, pair_attention
 from mt.align.gold import GoldLine, aer
 from mt.align.symmetrize import invert, symmetrize
+from mt.checkpoint import AligningHeads
 from mt.errors import UserError
 
 SWEEP_SYSTEMS = ("forward", "reverse", "intersection", "union", "grow-diag-final", "grow-diag-final-and")
@@ -76,6 +77,27 @@ def sweep_table(rows: Sequence[dict], heads: int, system: str = "forward") -> st
     return "\n".join(lines)
 
 
+def best_recordable(rows: Sequence[dict], words: str) -> dict | None:
+    """The forward cell with the lowest AER that a checkpoint's alignment record can name: one
+    layer (a record has no "mean of layers"), read with `words` pooling (a record has no pooling:
+    its readers use the default). None if the sweep has no such cell."""
+    cells = [r for r in rows if r["system"] == "forward" and r["layer"] != "mean" and r["words"] == words]
+    return min(cells, key=lambda r: r["aer"]) if cells else None
+
+
+def heads_record(row: dict, heads: int, full_context: bool) -> AligningHeads:
+    """A sweep row as a checkpoint's "alignment" record (mt.checkpoint.AligningHeads): head "mean"
+    is the list of every head."""
+    return {
+        "layer": int(row["layer"]),
+        "heads": list(range(heads)) if row["head"] == "mean" else [int(row["head"])],
+        "shift": bool(row["shift"]),
+        "full_context": full_context,
+        "source": "sweep",
+        "aer": float(row["aer"]),
+    }
+
+
 def plot_pairs(
     loaded,
     src_lines: Sequence[str],
@@ -100,11 +122,16 @@ def plot_pairs(
         enc = encode_pairs(
             loaded.tokenizer, [src_lines[n - 1]], [tgt_lines[n - 1]], loaded.model.config.max_positions - 1
         )
-        att = pair_attention(loaded, enc, device)[0]
+        att = pair_attention(loaded, enc, device, full_context=cfg.full_context)[0]
         if not att.numel():
             raise UserError(f"line {n} has an empty side")
         matrix, links = align_words(att, enc.src_words[0], enc.tgt_words[0], cfg)
-        fig = heatmap(matrix, src_words[: matrix.size(1)], tgt_words[: matrix.size(0)], f"line {n}: {cfg.name()}")
+        fig = heatmap(
+            matrix,
+            src_words[: matrix.size(1)],
+            tgt_words[: matrix.size(0)],
+            f"line {n}: {cfg.describe()}, words {cfg.words}",
+        )
         ax = fig.axes[0]
         if gold is not None:
             g = gold[n - 1]

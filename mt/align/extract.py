@@ -8,8 +8,11 @@ row j + 1, the step where it is the decoder *input*.
 Words. Sources are always encoded word by word (`encode_sentences`): each whitespace token on
 its own, so the pieces of word k are exactly those of token k, against gold as in `mt.translate`
 (which encodes its input the same way; with sentencepiece's whitespace splitting the ids equal
-those of the whole line). Given targets are encoded the same way; a *generated* target has no
-given words, so its pieces are grouped at the `▁` word marker and joined (`join_words`).
+those of the whole line). Given targets are encoded the same way, and gold pairs keep exactly
+their whitespace tokens (the gold links index them). Where no gold fixes the words (a
+translation and the text it came from: `mt.translate`, `mt.serve`, `mt.align --translations`),
+words are *word units* (`mt.tokenizer.word_units`): pieces grouped at `▁`, with the punctuation
+at a word's ends a word of its own ("Eiscreme." -> "Eiscreme", "."; `encode_units`).
 
 One path. `python -m mt.align` (given pairs, own translations, sweep, plots) and
 `mt.translate --show-attention` all go from attention to a word matrix and links through
@@ -18,16 +21,16 @@ One path. `python -m mt.align` (given pairs, own translations, sweep, plots) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from mt.config import DecodeConfig
 from mt.errors import UserError
-from mt.tokenizer import WORD_START, words_of_pieces
+from mt.tokenizer import WORD_START, word_units
 
 Link = tuple[int, int]  # (source word, target word), 0-based
 WORDS = ("sum", "max", "subword")
@@ -37,25 +40,86 @@ WORDS = ("sum", "max", "subword")
 class AlignConfig:
     # Defaults: the best configuration measured for the Multi30k en->fr model (1,200 updates) on
     # the Hansards en-fr gold (docs/alignment.md): mean of layers and heads, no shift, max pooling.
+    # A checkpoint that records its aligning heads is read with those (`align_config_for`).
     layer: int | None = None  # decoder layer (negative counts from the end); None = mean of layers
-    head: int | None = None  # None = mean of heads
+    head: int | list[int] | None = None  # one head, the mean of these heads, or None = mean of all heads
     shift: bool = False  # True: read target token j from row j + 1 (where it is the decoder input)
     # Subwords -> words for links: "sum" (sum source pieces, mean target pieces, then argmax per
     # target word), "max" (max over source pieces instead of the sum), "subword" (argmax per target
     # piece; two words are linked if any of their pieces are).
     words: str = "max"
+    # Teacher-forced without the causal mask: how a model trained with model.align_full_context
+    # reads its aligning heads (a freely decoded translation is re-read this way).
+    full_context: bool = False
+    # Where layer/head/shift come from: "supervised" | "sweep" (the checkpoint's record, see
+    # align_config_for), "options" (set by the user over it), "" (the default above).
+    origin: str = ""
+
+    def heads(self) -> list[int] | None:
+        """The heads averaged (None: all of them)."""
+        if self.head is None:
+            return None
+        return [self.head] if isinstance(self.head, int) else list(self.head)
+
+    def reading(self) -> tuple:
+        """What decides the attention read (not its pooling or where it came from)."""
+        return self.layer, self.heads(), self.shift, self.full_context
 
     def name(self) -> str:
         layer = "mean" if self.layer is None else str(self.layer)
-        head = "mean" if self.head is None else str(self.head)
+        head = "mean" if self.head is None else ",".join(map(str, self.heads() or []))
         return f"layer={layer} head={head} shift={'yes' if self.shift else 'no'} words={self.words}"
+
+    def describe(self) -> str:
+        """Which attention the links come from, for people: "layer 1 head 0 (supervised)"."""
+        heads = self.heads()
+        text = "layer mean" if self.layer is None else f"layer {self.layer}"
+        if heads is None:
+            text += " head mean"
+        else:
+            text += f" head{'s' if len(heads) > 1 else ''} {','.join(map(str, heads))}"
+        text += ", shift" if self.shift else ""
+        text += ", full context" if self.full_context else ""
+        return text + f" ({self.origin or 'default'})"
 
 
 def check_config(cfg: AlignConfig, layers: int, heads: int) -> None:
     if cfg.layer is not None and not -layers <= cfg.layer < layers:
         raise UserError(f"--layer {cfg.layer} is out of range: the model has {layers} decoder layers")
-    if cfg.head is not None and not -heads <= cfg.head < heads:
-        raise UserError(f"--head {cfg.head} is out of range: the model has {heads} heads")
+    chosen = cfg.heads()
+    if chosen == []:
+        raise UserError("--head names no head")
+    for head in chosen or []:
+        if not -heads <= head < heads:
+            raise UserError(f"--head {head} is out of range: the model has {heads} heads")
+
+
+def config_of_record(record: Mapping[str, Any]) -> AlignConfig:
+    """The AlignConfig of a checkpoint's "alignment" record (mt.checkpoint.AligningHeads)."""
+    layer, heads = record.get("layer"), record.get("heads")
+    fine = (
+        isinstance(layer, int)
+        and isinstance(heads, list)
+        and heads
+        and all(isinstance(h, int) for h in heads)
+        and all(isinstance(record.get(k), bool) for k in ("shift", "full_context"))
+    )
+    if not fine:
+        raise UserError(f"the checkpoint's alignment record is malformed: {dict(record)}")
+    head: int | list[int] = heads[0] if len(heads) == 1 else list(heads)
+    origin = str(record.get("source") or "record")
+    return AlignConfig(layer, head, record["shift"], full_context=record["full_context"], origin=origin)
+
+
+def align_config_for(ckpt: Mapping[str, Any] | None, **given: Any) -> AlignConfig:
+    """How a checkpoint's alignments are read unless options say otherwise: the aligning heads its
+    "alignment" record names (trained, or saved by `mt.align sweep --save`), else the default
+    AlignConfig. `given`: AlignConfig fields set by options (--layer, --head, --shift, --words);
+    they replace the record's, which then no longer names the config (origin "options")."""
+    record = (ckpt or {}).get("alignment")
+    base = config_of_record(record) if record else AlignConfig()
+    cfg = replace(base, **given)
+    return cfg if cfg.reading() == base.reading() else replace(cfg, origin="options")
 
 
 # Words <-> subword pieces ------------------------------------------------------------------
@@ -94,12 +158,61 @@ def join_words(pieces: list[str], word_ids: list[int]) -> list[str]:
     return [w.replace(WORD_START, "") or WORD_START for w in words]
 
 
+class Units(NamedTuple):
+    """One sentence read as word units: its piece ids, the unit of each piece, each unit's text."""
+
+    ids: list[int]
+    unit_ids: list[int]
+    words: list[str]
+
+
+def encode_units(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Units]:
+    """Source sentences (whitespace words) encoded word by word, as `encode_sentences`, then each
+    word's pieces split into word units (`word_units`: "cream." -> "cream", "."). The ids are
+    those of `encode_sentences`; only the grouping changes. Words without pieces get no unit."""
+    out = []
+    for words, (ids, word_ids) in zip(sentences, encode_sentences(tokenizer.encode_src, sentences)):
+        pieces = tokenizer.src_pieces(ids)
+        unit_ids: list[int] = []
+        texts: list[str] = []
+        start = 0
+        while start < len(ids):
+            end = start
+            while end < len(ids) and word_ids[end] == word_ids[start]:
+                end += 1
+            local = word_units(pieces[start:end])
+            unit_ids += [len(texts) + u for u in local]
+            texts += unit_texts(words[word_ids[start]], pieces[start:end], local)
+            start = end
+        out.append(Units(ids, unit_ids, texts))
+    return out
+
+
+def unit_texts(word: str, pieces: list[str], units: list[int]) -> list[str]:
+    """The text of each unit of one whitespace word: its pieces joined, except that the word's
+    own spelling is kept where the pieces differ from it (sentencepiece normalizes text and reads
+    unknown characters as <unk>): units are cut off the word's ends while they match it, and
+    the one unit left in the middle is the rest of the word."""
+    texts = join_words(pieces, units)
+    if len(texts) <= 1:
+        return [word] * len(texts)
+    start, end, first, last = 0, len(word), 0, len(texts)
+    while first < last and word.startswith(texts[first], start, end):
+        start, first = start + len(texts[first]), first + 1
+    while last > first and word.endswith(texts[last - 1], start, end):
+        end, last = end - len(texts[last - 1]), last - 1
+    if last - first == 1 and start < end:
+        texts[first] = word[start:end]
+    return texts
+
+
 # Attention -> word matrix -> links -----------------------------------------------------------
 def select(attention: Tensor, cfg: AlignConfig) -> Tensor:
     """[L,H,R,S+1] -> [R,S+1] for the configured layer/head (or their mean)."""
     a = attention.float()
     a = a.mean(0) if cfg.layer is None else a[cfg.layer]
-    return a.mean(0) if cfg.head is None else a[cfg.head]
+    heads = cfg.heads()
+    return a.mean(0) if heads is None else a[heads].mean(0)
 
 
 def token_matrix(attention: Tensor, n_src: int, n_tgt: int, cfg: AlignConfig) -> Tensor:
@@ -197,10 +310,12 @@ def teacher_forced_attention(
     device="cpu",
     max_tokens: int = 4000,
     on_batch: Callable[[int], object] | None = None,
+    full_context: bool = False,
 ) -> list[Tensor]:
     """Cross-attention of the model reading the reference target: one [L,H,n+1,S+1] per pair.
 
     Rows follow the convention above (input [bos, y1..yn]; row r predicts y_{r+1} / eos).
+    `full_context`: the decoder without its causal mask (AlignConfig.full_context).
     """
     from mt.batching import pad, source_tensor
     from mt.tokenizer import BOS_ID
@@ -214,7 +329,7 @@ def teacher_forced_attention(
         chunk = order[start : start + max(1, max_tokens // width)]
         src = source_tensor([list(src_ids[i]) for i in chunk]).to(device)
         tgt_in = pad([[BOS_ID] + list(tgt_ids[i]) for i in chunk]).to(device)
-        _, attention = model(src, tgt_in, need_weights=True)
+        _, attention = model(src, tgt_in, need_weights=True, full_context=full_context)
         stacked = torch.stack(attention, dim=1).float().cpu()  # [B,L,H,T,S]
         for b, i in enumerate(chunk):
             out[i] = stacked[b, :, :, : len(tgt_ids[i]) + 1, : len(src_ids[i]) + 1].clone()
@@ -251,11 +366,13 @@ def encode_pairs(tokenizer, src_lines: Sequence[str], tgt_lines: Sequence[str], 
     return Encoded(cut(src, 0), cut(src, 1), cut(tgt, 0), cut(tgt, 1))
 
 
-def pair_attention(loaded, enc: Encoded, device, on_batch: Callable[[int], object] | None = None) -> list[Tensor]:
+def pair_attention(
+    loaded, enc: Encoded, device, on_batch: Callable[[int], object] | None = None, full_context: bool = False
+) -> list[Tensor]:
     """Teacher-forced attention per pair; pairs with an empty side get an empty tensor (no links)."""
     keep = [i for i in range(len(enc.src_ids)) if enc.src_ids[i] and enc.tgt_ids[i]]
     src, tgt = [enc.src_ids[i] for i in keep], [enc.tgt_ids[i] for i in keep]
-    att = teacher_forced_attention(loaded.model, src, tgt, device, on_batch=on_batch)
+    att = teacher_forced_attention(loaded.model, src, tgt, device, on_batch=on_batch, full_context=full_context)
     out = [torch.zeros(0)] * len(enc.src_ids)
     for i, a in zip(keep, att):
         out[i] = a
@@ -279,13 +396,13 @@ def align_pairs(
     """Teacher-forced alignments of whitespace-tokenized pairs: one list of (src, tgt) links per pair."""
     check_config(cfg, *model_dims(loaded))
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
-    return all_links(pair_attention(loaded, enc, device, on_batch), enc, cfg)
+    return all_links(pair_attention(loaded, enc, device, on_batch, cfg.full_context), enc, cfg)
 
 
 @dataclass
 class AlignedTranslation:
-    src_words: list[str]  # the source words the pieces cover
-    tgt_words: list[str]  # the translation's pieces joined at `▁`
+    src_words: list[str]  # the source word units the pieces cover
+    tgt_words: list[str]  # the translation's word units (pieces joined; `word_units`)
     matrix: Tensor  # [target words, source words] (align_words)
     links: list[Link]
 
@@ -295,15 +412,32 @@ def align_hypothesis(
 ) -> AlignedTranslation:
     """Align a decoded hypothesis (mt.decode.Hypothesis with attention) to its source words.
 
-    `src_word_ids`: word index of each source piece the model read (encode_sentences, truncated).
+    `src_words` / `src_word_ids`: the source's word units and the unit of each piece the model
+    read (`encode_units`, truncated). The hypothesis' pieces are grouped into word units too.
     """
     pieces = tokenizer.tgt_pieces(hyp.tokens)
-    tgt_word_ids = words_of_pieces(pieces)
+    tgt_word_ids = word_units(pieces)
     src = list(src_words[: max(src_word_ids) + 1]) if src_word_ids else []
     matrix, links = torch.zeros(0, 0), []
     if hyp.attention is not None:
         matrix, links = align_words(hyp.attention, src_word_ids, tgt_word_ids, cfg)
     return AlignedTranslation(src, join_words(pieces, tgt_word_ids), matrix, links)
+
+
+def reread_best(model, src_ids: Sequence[list[int]], hyps: Sequence[list], cfg: AlignConfig, device="cpu") -> list:
+    """The n-best lists with the best hypothesis' attention as `cfg` reads it: unchanged, or for a
+    full-context config (AlignConfig.full_context) from a teacher-forced pass over the hypothesis
+    without the causal mask, since the incremental decoder only ever attends causally."""
+    if not cfg.full_context:
+        return list(hyps)
+    todo = [i for i, h in enumerate(hyps) if h]
+    forced = teacher_forced_attention(
+        model, [src_ids[i] for i in todo], [hyps[i][0].tokens for i in todo], device, full_context=True
+    )
+    out = [list(h) for h in hyps]
+    for i, attention in zip(todo, forced):
+        out[i][0] = replace(out[i][0], attention=attention)
+    return out
 
 
 def align_translations(
@@ -314,25 +448,31 @@ def align_translations(
     device="cpu",
     on_batch: Callable[[int], object] | None = None,
 ) -> tuple[list[str], list[list[Link]]]:
-    """Translate, then align each translation word (pieces grouped at `▁`) to a source word.
+    """Translate, then align each word unit of a translation to a word unit of its source.
 
-    Returns the translations as whitespace-separated words (the words the links index) and the links.
+    Returns the translations as whitespace-separated word units (the words the links index,
+    punctuation split off: "Eiscreme ." for "Eiscreme.") and the links, whose source side indexes
+    the source's word units (`encode_units`), not its whitespace tokens.
     """
     from mt.decode import translate_ids
 
     check_config(cfg, *model_dims(loaded))
     tok, limit = loaded.tokenizer, source_limit(loaded)
-    words = [s.split() for s in src_lines]
-    encoded = [(ids[:limit], wids[:limit]) for ids, wids in encode_sentences(tok.encode_src, words)]
-    keep = [i for i, (ids, _) in enumerate(encoded) if ids]
+    units = [
+        u._replace(ids=u.ids[:limit], unit_ids=u.unit_ids[:limit])
+        for u in encode_units(tok, [s.split() for s in src_lines])
+    ]
+    keep = [i for i, u in enumerate(units) if u.ids]
+    src_ids = [units[i].ids for i in keep]
     results = translate_ids(
-        loaded.model, [encoded[i][0] for i in keep], decode or DecodeConfig(), device, True, on_batch=on_batch
+        loaded.model, src_ids, decode or DecodeConfig(), device, not cfg.full_context, on_batch=on_batch
     )
+    results = reread_best(loaded.model, src_ids, results, cfg, device)
     texts, links = [""] * len(src_lines), [[] for _ in src_lines]
     for i, hyps in zip(keep, results):
         if hyps:
-            # The words the links index: pieces joined at `▁` (sentencepiece's detokenization could
-            # merge or split words differently, so it is not used here).
-            aligned = align_hypothesis(tok, words[i], encoded[i][1], hyps[0], cfg)
+            # The words the links index: pieces joined per word unit (sentencepiece's detokenization
+            # could merge or split words differently, so it is not used here).
+            aligned = align_hypothesis(tok, units[i].words, units[i].unit_ids, hyps[0], cfg)
             texts[i], links[i] = " ".join(aligned.tgt_words), aligned.links
     return texts, links

@@ -56,12 +56,23 @@ def _fmt_p(run: Run) -> str:
     return f"{run.p_value:.3f}{' *' if run.significant else ''}"
 
 
-METRIC_COLUMNS = ["BLEU", "p", "chrF", "valid BLEU", "valid loss", "params", "steps", "min", "tok/s", "status"]
+METRIC_COLUMNS = ["BLEU", "p", "chrF", "valid BLEU", "AER", "valid loss", "params", "steps", "min", "tok/s", "status"]
+
+
+def has_aer(runs: list[Run]) -> bool:
+    """The AER column is shown only where some run measured alignments (data.align_gold)."""
+    return any(run.aer is not None for run in runs)
+
+
+def _fmt_percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows (runs already sorted)."""
-    header = ["#", "run", *params, *METRIC_COLUMNS]
+    aer = has_aer(runs)
+    metrics = [c for c in METRIC_COLUMNS if aer or c != "AER"]
+    header = ["#", "run", *params, *metrics]
     rows = []
     for rank, run in enumerate(runs, start=1):
         m = run.metrics
@@ -74,6 +85,7 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
                 _fmt_p(run),
                 _fmt_num(m.get("test_chrf")),
                 _fmt_num(m.get("best_valid_bleu")),
+                *([_fmt_percent(run.aer)] if aer else []),
                 _fmt_num(m.get("valid_loss"), 3),
                 _fmt_count(m.get("parameters")),
                 _fmt_int(m.get("steps")),
@@ -86,7 +98,7 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    numeric = {"#", "BLEU", "chrF", "valid BLEU", "valid loss", "params", "steps", "min", "tok/s"}
+    numeric = {"#", "BLEU", "chrF", "valid BLEU", "AER", "valid loss", "params", "steps", "min", "tok/s"}
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
@@ -116,13 +128,17 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
         "tokens_per_sec",
         "steps",
     ]
-    writer.writerow(["run", *params, *metric_keys, "p_value", "baseline", "status", "path"])
+    aer = has_aer(runs)
+    writer.writerow(
+        ["run", *params, *metric_keys, *(["valid_aer"] if aer else []), "p_value", "baseline", "status", "path"]
+    )
     for run in runs:
         writer.writerow(
             [
                 run.name,
                 *[_fmt_value(run.params.get(p)) if run.params else "" for p in params],
                 *["" if run.metrics.get(k) is None else run.metrics.get(k) for k in metric_keys],
+                *(["" if run.aer is None else run.aer] if aer else []),
                 "" if run.p_value is None else f"{run.p_value:.4f}",
                 run.baseline,
                 run.status,
@@ -213,9 +229,10 @@ def markdown_report(result: Comparison, folders: list[Path], command: str) -> st
         result.table,
         "",
     ]
+    aer = "AER (%: alignment error rate on data.align_gold at that best validation), " if has_aer(result.runs) else ""
     lines.append(
         "Columns: the hyperparameters that differ across the runs, then test BLEU and chrF "
-        "(best checkpoint, configured decoder), best validation BLEU, last validation loss, "
+        f"(best checkpoint, configured decoder), best validation BLEU, {aer}last validation loss, "
         "parameters, training steps (updates), training minutes, training tokens per second, and status."
     )
     lines.append("")

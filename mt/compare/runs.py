@@ -42,6 +42,18 @@ class Run:
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property
+    def aer(self) -> float | None:
+        """Alignment error rate (a fraction) on the run's gold alignments (data.align_gold) at the
+        validation of best_step: the checkpoint that is tested. None where the run measured none."""
+        best = self.metrics.get("best_step")
+        for record in self.metrics.get("history") or []:
+            if isinstance(record, dict) and record.get("step") == best:
+                value = record.get("valid_aer")
+                finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                return float(value) if finite else None
+        return None
+
+    @property
     def significant(self) -> bool:
         return self.p_value is not None and self.p_value < SIGNIFICANCE_LEVEL
 

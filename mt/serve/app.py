@@ -106,7 +106,7 @@ def model_info(translator: Translator, checkpoint: Path | str | None) -> dict[st
         "src_lang": loaded.src_lang,
         "tgt_lang": loaded.tgt_lang,
         "checkpoint": None if checkpoint is None else str(checkpoint),
-        "model": {"decoder_layers": layers, "heads": heads},
+        "model": {"decoder_layers": layers, "heads": heads, "alignment": translator.align.describe()},
     }
 
 

@@ -22,6 +22,8 @@ def translate_requests(translator: Translator, requests: list[TranslateRequest])
     answers, start = [], 0
     for request in requests:
         mine = range(start, start + request.size)
-        answers.append([translation_result(tokenizer, sources[k], hyps[k], request.attention) for k in mine])
+        answers.append(
+            [translation_result(tokenizer, sources[k], hyps[k], translator.align, request.attention) for k in mine]
+        )
         start += request.size
     return answers

@@ -142,9 +142,13 @@
 
   function fillViews() {
     const select = $("view");
-    const previous = select.value || "mean";
+    const by = state.result.aligned_by;
+    // The links come from chosen heads (recorded in the checkpoint, or set by options): that view first.
+    const own = by.layer !== null || by.heads !== null;
+    const previous = select.value || (own ? "aligned" : "mean");
     select.replaceChildren();
     const byHead = state.result.attention.by_head;
+    if (own) option(select, "aligned", alignedLabel(by), previous === "aligned");
     option(select, "mean", "All layers · mean", previous === "mean");
     byHead.forEach((heads, layer) => {
       const group = document.createElement("optgroup");
@@ -155,13 +159,24 @@
         option(group, `${layer}:${head}`, `Layer ${layer + 1} · head ${head + 1}`, previous === `${layer}:${head}`);
       });
     });
-    if (!select.value) select.value = "mean";
+    if (!select.value) select.value = own ? "aligned" : "mean";
+  }
+
+  // "Links · Layer 2 · head 1 (supervised)": numbered from 1 like the other views.
+  function alignedLabel(by) {
+    const model = state.info ? state.info.model : { decoder_layers: 0, heads: 0 };
+    const from1 = (k, n) => (k < 0 ? n + k : k) + 1;
+    const layer = by.layer === null ? "All layers" : `Layer ${from1(by.layer, model.decoder_layers)}`;
+    const heads = by.heads === null ? "mean of heads"
+      : `head${by.heads.length > 1 ? "s" : ""} ${by.heads.map((h) => from1(h, model.heads)).join("+")}`;
+    return `Links · ${layer} · ${heads} (${by.origin})`;
   }
 
   function currentMatrix() {
     const attention = state.result.attention;
     const view = $("view").value || "mean";
     if (view === "mean") return attention.mean;
+    if (view === "aligned") return attention.aligned;
     const [layer, head] = view.split(":").map(Number);
     return head === undefined || Number.isNaN(head) ? attention.by_layer[layer] : attention.by_head[layer][head];
   }

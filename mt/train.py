@@ -276,7 +276,7 @@ class Trainer:
         else:
             st.bad_validations += 1
         record = scoring.validation_record(st.step, st.epoch, st.train_seconds / 60, loss, decoded.scores)
-        figures = validation_figures(self.model, valid, self.data.tokenizer, self.device, st.step)
+        figures = validation_figures(self.model, valid, self.data.tokenizer, self.device, st.step, self._aligning())
         aer_text = ""
         if self.gold is not None:
             aligned = scoring.gold_alignment(self.model, self.gold, tc.align_weight > 0, self.device)
@@ -294,6 +294,14 @@ class Trainer:
         )
         self.write_metrics("running")
         return bool(tc.patience) and st.bad_validations >= tc.patience
+
+    def _aligning(self):
+        """The supervised heads as mt.align reads them (None when train.align_weight is 0)."""
+        from mt.align.extract import align_config_for
+
+        if self.tc.align_weight <= 0:
+            return None
+        return align_config_for({"alignment": ckpt_io.supervised_heads(self.model.config)})
 
     def _gold_figure(self, aligned: scoring.GoldAlignment, step: int):
         """The word-level alignment matrix of one gold pair (about 12 target words) for TensorBoard."""

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from mt.align.extract import AlignConfig, align_words, encode_pairs
+from mt.align.extract import AlignConfig, align_config_for, align_words, encode_pairs, teacher_forced_attention
 from mt.align.gold import GoldLine, Score, aer, flip_gold, read_alignment_file
-from mt.batching import Split, bucket_batches, collate, pad, source_tensor
+from mt.batching import Split, bucket_batches, collate
+from mt.checkpoint import supervised_heads
 from mt.config import DecodeConfig, GoldConfig
 from mt.decode import translate_ids
 from mt.errors import UserError
@@ -26,7 +27,7 @@ from mt.loss import batch_loss
 from mt.model import Transformer
 from mt.paths import PROJECT_ROOT
 from mt.runlog import ValidationRecord
-from mt.tokenizer import BOS_ID, Tokenizer
+from mt.tokenizer import Tokenizer
 
 
 def first_sentences(split: Split, n: int) -> Split:
@@ -164,37 +165,22 @@ class GoldAlignment:
     matrices: list[torch.Tensor]  # word-level [target words, source words] per pair (empty if a side is)
 
 
-@torch.no_grad()
-def gold_alignment(model: Transformer, gold: GoldSet, supervised: bool, device: torch.device, max_tokens: int = 4000):
-    """AER of the model's teacher-forced alignments of the gold pairs.
+def gold_alignment(model: Transformer, gold: GoldSet, supervised: bool, device: torch.device) -> GoldAlignment:
+    """AER of the model's teacher-forced alignments of the gold pairs, read as mt.align reads them.
 
-    supervised: read the aligning heads (as trained with train.align_weight); otherwise the
-    default extraction, the mean of every layer and head (AlignConfig()).
+    supervised: the aligning heads (as trained with train.align_weight); otherwise the default
+    extraction, the mean of every layer and head.
     """
-    model.eval()
-    cfg = AlignConfig(layer=0, head=None, shift=False, words="max") if supervised else AlignConfig()
+    cfg = align_config_for({"alignment": supervised_heads(model.config)}) if supervised else AlignConfig()
     n = len(gold.links)
+    keep = [i for i in range(n) if gold.src_ids[i] and gold.tgt_ids[i]]
+    attention = teacher_forced_attention(
+        model, [gold.src_ids[i] for i in keep], [gold.tgt_ids[i] for i in keep], device, full_context=cfg.full_context
+    )
     matrices: list[torch.Tensor] = [torch.zeros(0, 0)] * n
     hyp: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    keep = [i for i in range(n) if gold.src_ids[i] and gold.tgt_ids[i]]
-    keep.sort(key=lambda i: (len(gold.src_ids[i]), len(gold.tgt_ids[i])))
-    start = 0
-    while start < len(keep):
-        width = max(len(gold.src_ids[keep[start]]), len(gold.tgt_ids[keep[start]])) + 1
-        chunk = keep[start : start + max(1, max_tokens // (2 * width))]
-        src = source_tensor([gold.src_ids[i] for i in chunk]).to(device)
-        tgt_in = pad([[BOS_ID] + gold.tgt_ids[i] for i in chunk]).to(device)
-        if supervised:
-            _, (heads,) = model(src, tgt_in, align=True)
-            attention = heads.unsqueeze(1)  # [B,1,k,T,S]: one "layer", the aligning heads
-        else:
-            _, layers = model(src, tgt_in, need_weights=True)
-            attention = torch.stack(layers, dim=1)  # [B,L,H,T,S]
-        attention = attention.float().cpu()
-        for b, i in enumerate(chunk):
-            a = attention[b, :, :, : len(gold.tgt_ids[i]) + 1, : len(gold.src_ids[i]) + 1]
-            matrices[i], hyp[i] = align_words(a, gold.src_word_ids[i], gold.tgt_word_ids[i], cfg)
-        start += len(chunk)
+    for i, a in zip(keep, attention):
+        matrices[i], hyp[i] = align_words(a, gold.src_word_ids[i], gold.tgt_word_ids[i], cfg)
     return GoldAlignment(aer(gold.links, hyp), matrices)
 
 

@@ -12,8 +12,9 @@ ARGS ?=
 export TEXT  # read by the shell as "$$TEXT": any quotes inside the text survive
 RUN ?=
 NPROC ?= 2
+EXPORT_DIR ?= exports/model
 
-.PHONY: help install data train train-ddp train-full translate serve evaluate sweep compare align bench test test-fast lint format clean
+.PHONY: help install data train train-ddp train-full translate serve evaluate export sweep compare align bench test test-fast lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -55,6 +56,9 @@ serve: install ## HTTP API + attention explorer on http://127.0.0.1:8000/ (ARGS=
 
 evaluate: install ## BLEU/chrF of the latest run on the test split (ARGS="--beam 1 ...")
 	$(PY) -m mt.evaluate $(ARGS)
+
+export: install ## model folder + CTranslate2 model of the latest run in EXPORT_DIR (ARGS="--checkpoint CKPT --quantization int8 --force")
+	$(PY) -m mt.export ct2 --out $(EXPORT_DIR) $(ARGS)
 
 sweep: $(if $(filter smoke,$(SWEEP)),install,data) ## run a sweep preset from configs/sweep (SWEEP=smoke|model_size|norm|dropout|label_smoothing|lr_warmup)
 	$(PY) -m mt.train $(if $(filter smoke,$(SWEEP)),,data.dir=data/multi30k) +sweep=$(SWEEP) $(ARGS)

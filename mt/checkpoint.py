@@ -183,11 +183,16 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
 
 
 def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFile:
-    """Load a checkpoint of ours safely (weights_only), with one clear error otherwise."""
+    """Load a checkpoint of ours safely (weights_only; a run folder's best.pt, or an exported
+    model folder), with one clear error otherwise."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     path = model_file(path)
+    if path.is_dir():  # an exported model folder: the same record, from safetensors and JSON
+        from mt.model_folder import read_model_folder
+
+        return read_model_folder(path)
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (old: a pickle)
@@ -243,7 +248,8 @@ def tokenizer_of(ckpt: ModelFile) -> Tokenizer:
 
 
 def load(path: Path | str, device: str | torch.device = "cpu") -> Loaded:
-    """Rebuild model (eval mode) and tokenizer from a checkpoint file (or a run folder's best.pt) alone."""
+    """Rebuild model (eval mode) and tokenizer from a checkpoint file (a run folder's best.pt, or an
+    exported model folder) alone."""
     ckpt = read(path)
     try:
         model = build_model(ckpt).to(device).eval()

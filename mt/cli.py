@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -104,17 +105,51 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def threads_option(args: argparse.Namespace) -> int:
+    """--threads, checked (0 = one per core)."""
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    return args.threads
+
+
 def setup_device(args: argparse.Namespace):
     """The torch.device that --device names, with --threads applied; UserError if unusable."""
     import torch
 
     from mt.device import pick_device
 
-    if args.threads < 0:
-        raise UserError(f"--threads must be >= 0, got {args.threads}")
-    if args.threads > 0:
+    if threads_option(args) > 0:
         torch.set_num_threads(args.threads)
     return pick_device(args.device)
+
+
+ENGINES = ("mt", "ct2")
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--engine and --model: decode with our PyTorch model (default) or a CTranslate2 export."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="mt",
+        help="mt: our PyTorch decoder (attention, alignments); ct2: a CTranslate2 export (python -m mt.export "
+        "ct2), faster on CPUs (default: mt)",
+    )
+    parser.add_argument("--model", metavar="DIR", help="with --engine ct2: the export folder (or its ct2/ folder)")
+
+
+def engine_model(args: argparse.Namespace) -> Path | None:
+    """The CTranslate2 export that --engine ct2 decodes with; None for our engine. UserError when
+    --engine, --model and --checkpoint disagree."""
+    if args.engine == "ct2":
+        if args.checkpoint:
+            raise UserError("--engine ct2 decodes the export --model names; --checkpoint is for mt's engine")
+        if not args.model:
+            raise UserError("--engine ct2 needs --model DIR, a folder written by python -m mt.export ct2")
+        return Path(args.model)
+    if args.model:
+        raise UserError("--model names a CTranslate2 export for --engine ct2; mt's engine reads --checkpoint")
+    return None
 
 
 def add_decode_args(parser: argparse.ArgumentParser, n_best: bool = False, batch: bool = True) -> None:

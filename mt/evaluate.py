@@ -3,6 +3,7 @@
 python -m mt.evaluate                              # latest run's best checkpoint, its test split
 python -m mt.evaluate --split valid --beam 1
 python -m mt.evaluate --src my.en --ref my.de --checkpoint outputs/.../best.pt
+python -m mt.evaluate --engine ct2 --model exports/m    # a CTranslate2 export (python -m mt.export ct2)
 """
 
 from __future__ import annotations
@@ -10,14 +11,32 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from mt.cli import add_decode_args, add_device_args, command_parser, decode_config, progress_bar, setup_device
+from mt.cli import (
+    add_decode_args,
+    add_device_args,
+    add_engine_args,
+    command_parser,
+    decode_config,
+    engine_model,
+    progress_bar,
+    setup_device,
+    threads_option,
+)
+from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_write_json, atomic_write_text
+from mt.model_folder import is_model_folder
+from mt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from mt.decode import Hypothesis
 
 
 def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
@@ -56,9 +75,68 @@ def _split_texts(
     return raw["src"], raw["tgt"]
 
 
+@dataclass
+class EvalModel:
+    """What scoring needs of a model, whichever engine decodes: its tokenizer, languages, corpus,
+    where results go by default, and the decoding itself (ids -> n-best Hypothesis lists)."""
+
+    name: str  # mt | ct2
+    model: Path  # the checkpoint file or export folder
+    tokenizer: Tokenizer
+    src_lang: str
+    tgt_lang: str
+    data_name: str | None
+    eval_dir: Path  # default --out
+    translate: Callable[[list[list[int]], Callable[[int], object]], list[list[Hypothesis]]]
+    details: dict[str, Any]  # recorded in the metrics JSON
+
+
+def open_engine(args: argparse.Namespace, cfg: DecodeConfig) -> EvalModel:
+    """Our model (--checkpoint) or, with --engine ct2, a CTranslate2 export (--model)."""
+    model = engine_model(args)
+    if model is not None:
+        from mt import ct2
+
+        found = ct2.load_ct2(model, args.device, threads_option(args))
+        root = found.path.parent if found.path.name == "ct2" and is_model_folder(found.path.parent) else found.path
+        return EvalModel(
+            "ct2",
+            found.path,
+            found.tokenizer,
+            found.src_lang,
+            found.tgt_lang,
+            found.info.get("data_name"),
+            root / "eval",
+            lambda ids, on_batch: ct2.translate_ids(found, ids, cfg, on_batch),
+            {"quantization": found.info.get("quantization"), "compute_type": found.translator.compute_type},
+        )
+    from mt.checkpoint import load
+    from mt.decode import translate_ids
+    from mt.rundir import checkpoint_to_use
+
+    path = checkpoint_to_use(args.checkpoint, "mt.evaluate")
+    device = setup_device(args)
+    loaded = load(path, device)
+    return EvalModel(
+        "mt",
+        path,
+        loaded.tokenizer,
+        loaded.src_lang,
+        loaded.tgt_lang,
+        loaded.ckpt.get("data_name"),
+        path / "eval" if path.is_dir() else path.parent.parent / "eval",  # a model folder, or beside checkpoints/
+        lambda ids, on_batch: translate_ids(loaded.model, ids, cfg, device, on_batch=on_batch),
+        {},
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("python -m mt.evaluate", __doc__)
-    p.add_argument("--checkpoint", help="a .pt file or a run folder (default: the newest finished run under outputs/)")
+    p.add_argument(
+        "--checkpoint",
+        help="a .pt file, a run folder or an exported model folder (default: the newest finished run under outputs/)",
+    )
+    add_engine_args(p)
     p.add_argument(
         "--split", default="test", choices=["train", "valid", "test"], help="corpus split to score (default: test)"
     )
@@ -75,14 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.evaluate"):
-        from mt.checkpoint import load
-        from mt.decode import translate_ids
-        from mt.rundir import checkpoint_to_use
-
         cfg = decode_config(args)
-        path = checkpoint_to_use(args.checkpoint, "mt.evaluate")
-        device = setup_device(args)
-        loaded = load(path, device)
+        engine = open_engine(args, cfg)
         if args.src or args.ref:
             if not (args.src and args.ref):
                 raise UserError("--src and --ref go together")
@@ -91,19 +163,21 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"line counts differ: {args.src} has {len(src)}, {args.ref} has {len(ref)}")
             name = Path(args.src).name
         else:
-            data_name = args.data or loaded.ckpt.get("data_name") or "multi30k"
-            src, ref = _split_texts(data_name, args.split, loaded.src_lang, loaded.tgt_lang, args.set)
+            data_name = args.data or engine.data_name or "multi30k"
+            src, ref = _split_texts(data_name, args.split, engine.src_lang, engine.tgt_lang, args.set)
             name = f"{data_name}.{args.split}"
         start = time.perf_counter()
         with progress_bar(len(src), "sent", f"translating {name}") as bar:
-            hyps = translate_ids(loaded.model, loaded.tokenizer.encode_src(src), cfg, device, on_batch=bar.update)
+            hyps = engine.translate(engine.tokenizer.encode_src(src), bar.update)
         seconds = time.perf_counter() - start
-        text = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        text = engine.tokenizer.decode_tgt([h[0].tokens for h in hyps])
         scores = score_translations(text, ref)
-        out = Path(args.out) if args.out else path.parent.parent / "eval"
-        stem = f"{name}.beam{args.beam}"
+        out = Path(args.out) if args.out else engine.eval_dir
+        stem = f"{name}.beam{args.beam}" + (".ct2" if engine.name == "ct2" else "")
         metrics = {
-            "checkpoint": str(path),
+            "checkpoint": str(engine.model),
+            "engine": engine.name,
+            **engine.details,
             "source": name,
             "sentences": len(src),
             "beam": args.beam,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def new_directory_beside(path: Path) -> Path:
+    """An empty hidden directory next to `path`, to build its replacement in (`replace_directory`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    built.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
+    return built
+
+
+def replace_directory(built: Path, path: Path) -> None:
+    """Put the directory `built` at `path` by renames, removing what was there only afterwards:
+    a crash leaves the old directory or the new one at `path`, never a half-written one."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old")) / path.name
+        os.replace(path, old)
+    os.replace(built, path)
+    if old is not None:
+        shutil.rmtree(old.parent, ignore_errors=True)
 
 
 def iter_lines(path: Path) -> Iterator[str]:

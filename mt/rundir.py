@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from mt.errors import UserError
+from mt.model_folder import is_model_folder
 from mt.paths import RUN_ROOT
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,17 @@ def latest_checkpoint(root: Path = RUN_ROOT) -> Path:
 
 
 def model_file(path: Path) -> Path:
-    """A checkpoint path as given: a run folder means its checkpoints/best.pt."""
-    if not path.is_dir():
+    """A checkpoint path as given: a run folder means its checkpoints/best.pt; an exported model
+    folder (mt.model_folder, written by `python -m mt.export`) is read as it is."""
+    if not path.is_dir() or is_model_folder(path):
         return path
+    if (path / "model.bin").is_file():
+        raise UserError(f"{path} is a CTranslate2 model: translate with it through --engine ct2 --model {path}")
     if not RunDir(path).best.is_file():
-        raise UserError(f"{path} is a directory without checkpoints/best.pt: give a run folder or a .pt file")
+        raise UserError(
+            f"{path} is a directory without checkpoints/best.pt or config.json + model.safetensors: give a run "
+            "folder, an exported model folder (python -m mt.export) or a .pt file"
+        )
     return RunDir(path).best
 
 

@@ -7,6 +7,7 @@ the checkpoint records, else the mean of all; --layer/--head choose others); --p
     python -m mt.translate --show-attention --plot attn.png "A dog runs in the park."
     cat sentences.en | python -m mt.translate --beam 5 > sentences.de
     python -m mt.translate --interactive
+    python -m mt.translate --engine ct2 --model exports/m "A dog runs."   # a CTranslate2 export (mt.export)
 
 Without --checkpoint: best.pt of the newest finished run under outputs/ (said on stderr).
 """
@@ -25,12 +26,15 @@ from typing import Any, TextIO
 from mt.cli import (
     add_decode_args,
     add_device_args,
+    add_engine_args,
     add_heads_args,
     align_options,
     command_parser,
     decode_config,
+    engine_model,
     progress_bar,
     setup_device,
+    threads_option,
 )
 from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
@@ -89,6 +93,8 @@ class Translator:
         from mt.checkpoint import load
 
         self.loaded = load(checkpoint, device)
+        self.tokenizer = self.loaded.tokenizer
+        self.src_lang, self.tgt_lang = self.loaded.src_lang, self.loaded.tgt_lang
         self.device = device
         self.cfg = decode
         self.attention = attention
@@ -96,17 +102,22 @@ class Translator:
         self.align = align_config_for(self.loaded.ckpt, **(align_options or {}))
         check_config(self.align, *model_dims(self.loaded))
 
+    def decode_ids(self, src_ids: list[list[int]], decode: DecodeConfig, attention: bool) -> list[list]:
+        """n-best Hypothesis lists of these sources (with attention if asked)."""
+        from mt.decode import translate_ids
+
+        return translate_ids(self.loaded.model, src_ids, decode, self.device, attention)
+
     def translate(self, lines: list[str], decode: DecodeConfig | None = None) -> tuple[list[Source], list[list]]:
         """Sources and hypotheses (n-best) per line, with `decode` or the translator's settings;
         lines with nothing to read (empty, or only characters the tokenizer drops) give none.
         With attention, the best hypothesis carries the attention its alignment is read from
         (for a full-context AlignConfig, a teacher-forced pass over it: `reread_best`)."""
         from mt.align.extract import encode_units, reread_best
-        from mt.decode import translate_ids
 
         words = [clean(line).split() for line in lines]
         sources = []
-        for number, (ws, units) in enumerate(zip(words, encode_units(self.loaded.tokenizer, words)), start=1):
+        for number, (ws, units) in enumerate(zip(words, encode_units(self.tokenizer, words)), start=1):
             if len(units.ids) > self.limit:
                 print(
                     f"mt.translate: warning: input {number} has {len(units.ids)} tokens; translating its first "
@@ -117,7 +128,7 @@ class Translator:
         todo = [i for i, source in enumerate(sources) if source.ids]
         src_ids = [sources[i].ids for i in todo]
         decoded_attention = self.attention and not self.align.full_context
-        hyps = translate_ids(self.loaded.model, src_ids, decode or self.cfg, self.device, decoded_attention)
+        hyps = self.decode_ids(src_ids, decode or self.cfg, decoded_attention)
         if self.attention:
             hyps = reread_best(self.loaded.model, src_ids, hyps, self.align, self.device)
         out: list[list] = [[] for _ in lines]
@@ -126,7 +137,26 @@ class Translator:
         return sources, out
 
     def detok(self, tokens: list[int]) -> str:
-        return self.loaded.tokenizer.decode_tgt([tokens])[0]
+        return self.tokenizer.decode_tgt([tokens])[0]
+
+
+class CT2Translator(Translator):
+    """--engine ct2: the same sources and output through a CTranslate2 export (mt.ct2); no attention."""
+
+    def __init__(self, model: Path, device: str, threads: int, decode: DecodeConfig):
+        from mt.ct2 import load_ct2
+
+        self.ct2 = load_ct2(model, device, threads)
+        self.tokenizer = self.ct2.tokenizer
+        self.src_lang, self.tgt_lang = self.ct2.src_lang, self.ct2.tgt_lang
+        self.cfg = decode
+        self.attention = False
+        self.limit = self.ct2.max_positions - 1
+
+    def decode_ids(self, src_ids: list[list[int]], decode: DecodeConfig, attention: bool) -> list[list]:
+        from mt.ct2 import translate_ids
+
+        return translate_ids(self.ct2, src_ids, decode)
 
 
 def write_results(
@@ -212,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "text", nargs="*", help="texts to translate, one output line each (quote each sentence); none: standard input"
     )
-    p.add_argument("--checkpoint", help="a .pt file or a run folder (default: the newest finished run under outputs/)")
+    p.add_argument(
+        "--checkpoint",
+        help="a .pt file, a run folder or an exported model folder (default: the newest finished run under outputs/)",
+    )
+    add_engine_args(p)
     p.add_argument("--input", help="file to translate, one sentence per line (default: standard input)")
     p.add_argument("--output", help="write translations here (default: standard output)")
     p.add_argument("--interactive", action="store_true", help="prompt for sentences, with line editing and history")
@@ -235,10 +269,15 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.translate"):
         decode = decode_config(args)
-        device = setup_device(args)
-        path = checkpoint_to_use(args.checkpoint, "mt.translate")
         attention = args.show_attention or bool(args.plot) or args.format == "json"
-        translator = Translator(path, device, decode, attention, align_options=align_options(args))
+        model = engine_model(args)
+        if model is not None:
+            refuse_attention_options(args)
+            translator: Translator = CT2Translator(model, args.device, threads_option(args), decode)
+        else:
+            device = setup_device(args)
+            path = checkpoint_to_use(args.checkpoint, "mt.translate")
+            translator = Translator(path, device, decode, attention, align_options=align_options(args))
         try:
             out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
         except OSError as err:
@@ -253,6 +292,23 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if out is not sys.stdout:
                 out.close()
+
+
+def refuse_attention_options(args: argparse.Namespace) -> None:
+    """CTranslate2 returns no cross-attention to read alignments from: say so for the options that need it."""
+    asked = [
+        option
+        for option, given in (
+            ("--show-attention", args.show_attention),
+            ("--plot", bool(args.plot)),
+            ("--format json", args.format == "json"),
+            ("--layer", hasattr(args, "layer")),
+            ("--head", hasattr(args, "head")),
+        )
+        if given
+    ]
+    if asked:
+        raise UserError(f"{', '.join(asked)} need the attention of mt's own engine: leave out --engine ct2")
 
 
 def translate_stream(translator: Translator, out: TextIO, args: argparse.Namespace) -> None:
@@ -281,7 +337,7 @@ def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -
     except ImportError:  # not on every platform
         pass
     print(
-        f"mt ({translator.loaded.src_lang}->{translator.loaded.tgt_lang}); empty line or Ctrl-D to quit",
+        f"mt ({translator.src_lang}->{translator.tgt_lang}); empty line or Ctrl-D to quit",
         file=sys.stderr,
     )
     while True:

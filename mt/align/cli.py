@@ -56,6 +56,7 @@ from mt.cli import (
 )
 from mt.errors import UserError, exit_on_user_error
 from mt.fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_lines
+from mt.model_folder import is_model_folder
 from mt.paths import ALIGNMENT_GOLD
 from mt.rundir import model_file
 
@@ -275,6 +276,11 @@ def run_sweep(args: argparse.Namespace) -> None:
     if args.force and not args.save:
         raise UserError("--force goes with --save")
     given = Path(args.checkpoint)
+    if args.save and is_model_folder(given):
+        raise UserError(
+            f"--save records the heads in a .pt model file; {given} is an exported model folder: sweep the "
+            "checkpoint it was exported from, then export it again"
+        )
     stamp = file_stamp(model_file(given)) if given.exists() else (0, 0)  # --save: was it rewritten meanwhile?
     loaded = _load(args.checkpoint, device)
     path = model_file(given)

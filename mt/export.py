@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--quantization",
                 choices=QUANTIZATIONS,
                 default=CT2_DEFAULT_QUANTIZATION,
-                help="weights of the CTranslate2 model: float32 decodes as mt does; int8 is about 4x smaller and faster, "
-                "and may change some translations (docs/benchmarks.md)",
+                help="weights of the CTranslate2 model: float32 decodes as mt does; int8 is about 4x smaller "
+                "and faster, and may change some translations (docs/benchmarks.md)",
             )
     return p
 

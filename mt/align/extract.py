@@ -292,7 +292,7 @@ def attention_grid_text(
             (f"{round(100 * float(v))}" + ("*" if (i, j) in marked else " ")).rjust(n)
             for i, (v, n) in enumerate(zip(share[j], widths))
         ]
-        lines.append(word.ljust(label) + "  " + " ".join(cells))
+        lines.append((word.ljust(label) + "  " + " ".join(cells)).rstrip())  # an unmarked last cell ends in a blank
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ receives these dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from mt.errors import UserError
 from mt.paths import PREPARED_DATA, SHARED_DATA
 
-DATA_FORMATS = ("text", "iwslt_xml", "hf_hub")
+DATA_FORMATS = ("text", "iwslt_xml", "hf_hub", "tsv")
 SPM_MODEL_TYPES = ("unigram", "bpe")
 ACTIVATIONS = ("relu", "gelu")
 NORMS = ("pre", "post")
@@ -79,18 +79,84 @@ class GoldConfig:
 
 
 @dataclass
-class DataConfig:
-    name: str = MISSING  # multi30k | iwslt16 | iwslt2017 | toy | files
-    format: str = "text"  # text: {split}.{lang}[.gz] files; iwslt_xml; hf_hub
+class HeldOutConfig:
+    """Validation and test sets carved out of the training files (a corpus that ships as one file).
+
+    Grouped by sentence: every line whose `group_by` side is the same sentence lands in the same
+    split, so no held-out source is seen in training. Which sentences are held out depends only
+    on a hash of the sentence and `seed`, not on the order of the lines.
+    """
+
+    valid_sources: int = 0  # distinct sentences (each with all its translations) for validation
+    test_sources: int = 0
+    group_by: str = ""  # the language whose sentences are grouped; "" = data.src_lang
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.valid_sources > 0 or self.test_sources > 0
+
+
+@dataclass
+class CorpusConfig:
+    """One corpus: where its files lie, how to read them, which parts are train, valid and test.
+
+    A data config is itself one corpus (the keys below at its top level), or lists several in
+    `data.corpora` (mixed for training, validated and tested one by one).
+    """
+
+    name: str = ""  # in data.corpora: the entry's key
+    format: str = "text"  # text: {split}.{lang}[.gz] files; iwslt_xml; hf_hub; tsv: {split}.tsv[.gz]
     dir: str = ""  # where the corpus lies; empty: the default for the corpus
-    src_lang: str = "en"
-    tgt_lang: str = "de"
-    # Split name -> file stem (text), or list of set names (iwslt_xml), or hub split name.
+    # Split name -> file stem (text, tsv), or list of set names (iwslt_xml), or hub split name.
     train: list[str] = field(default_factory=lambda: ["train"])
     valid: list[str] = field(default_factory=lambda: ["val"])
     test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
     hf_name: str = ""  # hub dataset, e.g. iwslt2017
     hf_config: str = ""  # hub config, e.g. iwslt2017-de-en
+    # tsv: language -> 0-based column (e.g. {en: 0, de: 1}); other columns (attribution) are ignored.
+    columns: dict[str, int] = field(default_factory=dict)
+    # tsv: a bad line (another number of columns than line 1, or an empty side) is an error naming
+    # file:line; otherwise such lines are skipped and counted in one log line.
+    strict: bool = False
+    header: bool = False  # tsv: the first line of each file labels the columns (not a pair)
+    held_out: HeldOutConfig = field(default_factory=lambda: HeldOutConfig())
+    # In data.corpora: copies of this corpus's training pairs in the mix (0.5 = a fixed half of
+    # them, 2.5 = two copies and a fixed half; 0 = validated and tested only).
+    weight: float = 1.0
+
+    def corpus_problems(self, group: str, src_lang: str, tgt_lang: str) -> list[str]:
+        c = _Checks(group, self)
+        c.choice("format", DATA_FORMATS)
+        c.at_least(0, "weight")
+        if self.format == "tsv":
+            for lang in (src_lang, tgt_lang):
+                c.require(lang in self.columns, "columns", f"must give the column of {lang!r} (format tsv)")
+            c.require(all(v >= 0 for v in self.columns.values()), "columns", "must be 0-based column numbers")
+            c.require(len(set(self.columns.values())) == len(self.columns), "columns", "must be distinct")
+        else:
+            c.require(not self.columns, "columns", "applies to format tsv only")
+            c.require(not self.header, "header", "applies to format tsv only")
+        held = self.held_out
+        h = _Checks(f"{group}.held_out", held)
+        h.at_least(0, "valid_sources", "test_sources")
+        h.require(held.group_by in ("", src_lang, tgt_lang), "group_by", f"must be {src_lang!r} or {tgt_lang!r}")
+        if held.enabled:
+            for key in ("valid", "test"):
+                c.require(not getattr(self, key), key, f"must be [] when {group}.held_out carves it from train")
+        return c.found + h.found
+
+
+@dataclass
+class DataConfig(CorpusConfig):
+    """The corpus (or corpora) and what they share: languages, tokenizer, length limit, caches."""
+
+    name: str = MISSING  # multi30k | iwslt16 | iwslt2017 | tatoeba | toy | files; with corpora: the mix's
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    # Several corpora (name -> its settings; their format, dir, splits, columns, held_out and weight
+    # instead of the top level's): one tokenizer, trained on the mix; validated and tested per corpus.
+    corpora: dict[str, CorpusConfig] = field(default_factory=dict)
     # Extra training pairs appended as is (e.g. alignment gold sentences); "" = none.
     extra_train_src: str = ""
     extra_train_tgt: str = ""
@@ -111,9 +177,14 @@ class DataConfig:
     spm_character_coverage: float = 1.0
     spm_input_sentence_size: int = 2_000_000
 
+    def corpus_list(self) -> list[CorpusConfig]:
+        """data.corpora, each named by its key; or, without corpora, this config as the one corpus."""
+        if not self.corpora:
+            return [self]
+        return [replace(corpus, name=name) for name, corpus in self.corpora.items()]
+
     def problems(self) -> list[str]:
         c = _Checks("data", self)
-        c.choice("format", DATA_FORMATS)
         c.choice("spm_model_type", SPM_MODEL_TYPES)
         c.require(self.src_lang != self.tgt_lang, "tgt_lang", f"must differ from data.src_lang ({self.src_lang!r})")
         c.at_least(1, "extra_train_repeat")
@@ -126,7 +197,16 @@ class DataConfig:
             "extra_train_tgt",
             "and data.extra_train_src go together",
         )
-        return c.found + self.align_gold.problems()
+        found = c.found
+        if not self.corpora:
+            c.require(self.weight == 1.0, "weight", "applies to data.corpora entries only")
+            return found + self.corpus_problems("data", self.src_lang, self.tgt_lang) + self.align_gold.problems()
+        unset = CorpusConfig()
+        for key in (f.name for f in fields(CorpusConfig) if f.name != "name"):
+            c.require(getattr(self, key) == getattr(unset, key), key, "is set per corpus when data.corpora is used")
+        for name, corpus in self.corpora.items():
+            found += corpus.corpus_problems(f"data.corpora.{name}", self.src_lang, self.tgt_lang)
+        return found + self.align_gold.problems()
 
 
 @dataclass
@@ -335,5 +415,6 @@ def to_dataclass(cfg: DictConfig) -> MTConfig:
 def default_data_dir(name: str) -> Path:
     """Where a corpus lies when data.dir is empty: data/NAME (made by `make data`), else ../shared/data."""
     prepared = PREPARED_DATA / name
-    shared = SHARED_DATA / {"multi30k": "multi30k", "iwslt16": "iwslt16-de-en"}.get(name, name)
+    shared_names = {"multi30k": "multi30k", "iwslt16": "iwslt16-de-en", "tatoeba": "tatoeba-en-de"}
+    shared = SHARED_DATA / shared_names.get(name, name)
     return prepared if prepared.is_dir() or not shared.is_dir() else shared

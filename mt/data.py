@@ -1,4 +1,5 @@
-"""Corpora (local text, IWSLT XML, Hugging Face hub): loading, tokenizing, caching as Arrow files.
+"""Corpora (local text, TSV, IWSLT XML, Hugging Face hub): loading, held-out splits, mixing several
+corpora, tokenizing, caching as Arrow files.
 
 `python -m mt.data [data=iwslt16]` prints corpus statistics.
 """
@@ -19,9 +20,10 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mt.batching import Split
-from mt.config import DataConfig, default_data_dir
+from mt.config import CorpusConfig, DataConfig, HeldOutConfig, default_data_dir
 from mt.errors import UserError
 from mt.fileio import iter_lines, read_lines
 from mt.paths import PROJECT_ROOT
@@ -34,7 +36,7 @@ if not sys.stderr.isatty():  # tokenizing a big split shows datasets' progress o
 
 
 # Reading files ---------------------------------------------------------------------------
-def corpus_dir(cfg: DataConfig) -> Path:
+def corpus_dir(cfg: CorpusConfig) -> Path:
     """data.dir (a relative path: from the current directory, else from the project, as the
     built-in configs' paths are), or the corpus's default directory."""
     directory = Path(cfg.dir) if cfg.dir else default_data_dir(cfg.name)
@@ -86,21 +88,16 @@ def _stamp(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def load_text_split(cfg: DataConfig, stems: list[str]) -> datasets.Dataset:
-    """A text split streamed into an Arrow file under cache_dir/raw (memory-mapped), never a Python list."""
-    directory = corpus_dir(cfg)
-    files = []
-    for stem in stems:
-        sp, tp = _text_file(directory, stem, cfg.src_lang), _text_file(directory, stem, cfg.tgt_lang)
-        files.append((str(sp), str(tp), *_stamp(sp), *_stamp(tp)))
-    if not cfg.cache_dir:
-        return datasets.Dataset.from_list(list(_text_pairs(files)))
+def _arrow_from_rows(
+    cfg: DataConfig, rows, gen_kwargs: dict, features: datasets.Features, in_memory: bool
+) -> datasets.Dataset:
+    """Rows of a generator streamed into an Arrow file under cache_dir/raw (memory-mapped), keyed by
+    the generator and its arguments; in memory without a cache_dir."""
+    if in_memory:
+        return datasets.Dataset.from_list(list(rows(**gen_kwargs)), features=features)
     try:
         return datasets.Dataset.from_generator(
-            _text_pairs,
-            gen_kwargs={"files": files},
-            cache_dir=str(Path(cfg.cache_dir) / "raw"),
-            features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
+            rows, gen_kwargs=gen_kwargs, cache_dir=str(Path(cfg.cache_dir) / "raw"), features=features
         )
     except datasets.exceptions.DatasetGenerationError as err:
         if isinstance(err.__cause__, UserError):
@@ -109,7 +106,127 @@ def load_text_split(cfg: DataConfig, stems: list[str]) -> datasets.Dataset:
     except ValueError as err:  # the generator yielded no rows at all
         if "corresponds to no data" not in str(err):
             raise
-        return datasets.Dataset.from_dict({"src": [], "tgt": []})
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+
+
+def load_text_split(cfg: DataConfig, stems: list[str], corpus: CorpusConfig | None = None) -> datasets.Dataset:
+    """A text split streamed into an Arrow file under cache_dir/raw (memory-mapped), never a Python list."""
+    directory = corpus_dir(corpus or cfg)
+    files = []
+    for stem in stems:
+        sp, tp = _text_file(directory, stem, cfg.src_lang), _text_file(directory, stem, cfg.tgt_lang)
+        files.append((str(sp), str(tp), *_stamp(sp), *_stamp(tp)))
+    if not cfg.cache_dir:
+        return datasets.Dataset.from_list(list(_text_pairs(files)))
+    return _arrow_from_rows(cfg, _text_pairs, {"files": files}, PAIR_FEATURES, in_memory=False)
+
+
+PAIR_FEATURES = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+
+
+# Tab-separated pairs (format: tsv) -----------------------------------------------------------
+TSV_FEATURES = datasets.Features({**PAIR_FEATURES, "bad": datasets.Value("string")})
+
+
+def _tsv_file(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.tsv.gz", directory / f"{stem}.tsv"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no file for split '{stem}' in {directory} (expected {stem}.tsv.gz or {stem}.tsv)")
+
+
+def _tsv_rows(
+    files: list[tuple[str, int, int]], columns: tuple[int, int], langs: tuple[str, str], strict: bool, header: bool
+) -> Iterator[dict[str, str]]:
+    """Rows {"src", "tgt", "bad"} of tab-separated files; `bad` is "" or "file:line: what is wrong".
+
+    A line is bad if it has another number of columns than the file's first complete line (a stray
+    tab shifts the columns) or too few for `columns` (source, target), or an empty side. Strict:
+    the first bad line is a UserError. With `header`, each file's first line is skipped. Each
+    entry of `files`: the path, then its size and modification time, which only make the datasets
+    cache key follow the file.
+    """
+    need = max(columns) + 1
+    for name, *_stamps in files:
+        path, expected = Path(name), None
+        for number, line in enumerate(iter_lines(path), start=1):
+            if header and number == 1:
+                continue
+            cells = line.split("\t")
+            if expected is None and len(cells) >= need:
+                expected = len(cells)
+            problem = ""
+            if len(cells) != (expected or need):
+                problem = f"wrong number of columns: {len(cells)}, expected {expected or need}"
+            else:
+                empty = [lang for lang, col in zip(langs, columns) if not cells[col].strip()]
+                problem = f"empty {' and '.join(empty)} side" if empty else ""
+            if problem and strict:
+                raise UserError(f"{path}:{number}: {problem} (data strict: true; false skips and counts bad lines)")
+            src, tgt = (cells[columns[0]], cells[columns[1]]) if not problem else ("", "")
+            yield {"src": src, "tgt": tgt, "bad": f"{path.name}:{number}: {problem}" if problem else ""}
+
+
+def load_tsv_split(cfg: DataConfig, corpus: CorpusConfig, stems: list[str]) -> datasets.Dataset:
+    """Pairs of tab-separated files ({stem}.tsv[.gz]): the columns of data.src_lang and data.tgt_lang;
+    bad lines are skipped and counted in one log line (or, with strict: true, an error naming file:line)."""
+    directory = corpus_dir(corpus)
+    files = [(str(path), *_stamp(path)) for path in (_tsv_file(directory, stem) for stem in stems)]
+    columns = (corpus.columns[cfg.src_lang], corpus.columns[cfg.tgt_lang])  # tuples: `files` is the only list
+    langs = (cfg.src_lang, cfg.tgt_lang)
+    gen_kwargs = {"files": files, "columns": columns, "langs": langs, "strict": corpus.strict, "header": corpus.header}
+    ds = _arrow_from_rows(cfg, _tsv_rows, gen_kwargs, TSV_FEATURES, in_memory=not cfg.cache_dir)
+    bad = pc.not_equal(ds.data.column("bad"), "")
+    n_bad = pc.sum(bad).as_py() or 0
+    if n_bad:
+        problems = pc.filter(ds.data.column("bad"), bad).to_pylist()
+        empty = sum("empty" in p for p in problems)
+        log.warning(
+            f"{corpus.name}: skipped {n_bad} bad lines of {', '.join(Path(f[0]).name for f in files)} "
+            f"({n_bad - empty} with a wrong number of columns, {empty} with an empty side; first: {problems[0]})"
+        )
+        ds = ds.select(np.flatnonzero(~bad.to_numpy(zero_copy_only=False)))
+    return ds.remove_columns("bad")
+
+
+# Held-out splits of a corpus that ships as one file -------------------------------------------
+def sentence_keys(sentences: Sequence[str], seed: int) -> np.ndarray:
+    """A 64-bit hash per sentence (whitespace at the ends ignored), salted with `seed`."""
+    salt = str(seed).encode()
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(s.strip().encode(), digest_size=8, key=salt).digest(), "little")
+            for s in sentences
+        ),
+        dtype=np.uint64,
+        count=len(sentences),
+    )
+
+
+def held_out_rows(keys: np.ndarray, valid_sources: int, test_sources: int) -> dict[str, np.ndarray]:
+    """Row positions of train, valid and test, grouped by key: the `valid_sources` smallest distinct
+    keys are validation, the next `test_sources` test, the rest training. Depends on the keys only,
+    so the split of a sentence does not change when the file's lines are reordered."""
+    distinct = np.unique(keys)  # sorted
+    if valid_sources + test_sources >= len(distinct):
+        raise UserError(
+            f"cannot hold out {valid_sources} + {test_sources} sentences: the corpus has only "
+            f"{len(distinct)} distinct ones (lower held_out.valid_sources/test_sources)"
+        )
+    valid = np.isin(keys, distinct[:valid_sources])
+    test = np.isin(keys, distinct[valid_sources : valid_sources + test_sources])
+    return {
+        "train": np.flatnonzero(~valid & ~test),
+        "valid": np.flatnonzero(valid),
+        "test": np.flatnonzero(test),
+    }
+
+
+def hold_out(ds: datasets.Dataset, held: HeldOutConfig, group_column: str) -> dict[str, datasets.Dataset]:
+    """train/valid/test of one dataset, all translations of a `group_column` sentence in one of them."""
+    keys = sentence_keys(ds[group_column], held.seed)
+    rows = held_out_rows(keys, held.valid_sources, held.test_sources)
+    return {split: ds.select(positions) for split, positions in rows.items()}
 
 
 def read_iwslt_xml(path: Path) -> list[tuple[str, str]]:
@@ -149,42 +266,83 @@ def load_iwslt_split(directory: Path, sets: list[str], src_lang: str, tgt_lang: 
     return src_all, tgt_all
 
 
-def load_hub_split(cfg: DataConfig, split: str) -> tuple[list[str], list[str]]:
+def load_hub_split(cfg: DataConfig, split: str, corpus: CorpusConfig | None = None) -> tuple[list[str], list[str]]:
+    corpus = corpus or cfg
     try:
-        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config or None, split=split)
+        ds = datasets.load_dataset(corpus.hf_name, corpus.hf_config or None, split=split)
     except (ConnectionError, OSError, ValueError, FileNotFoundError) as err:
         raise UserError(
-            f"cannot load Hugging Face dataset '{cfg.hf_name}' ({cfg.hf_config}) split '{split}': "
+            f"cannot load Hugging Face dataset '{corpus.hf_name}' ({corpus.hf_config}) split '{split}': "
             f"{str(err).splitlines()[0][:200]}. Offline? Use a local corpus (data=multi30k or data=iwslt16), "
             "or download it once with a network (it is then cached)."
         ) from None
     pairs = ds["translation"]
     for lang in (cfg.src_lang, cfg.tgt_lang):
         if pairs and lang not in pairs[0]:
-            raise UserError(f"'{cfg.hf_name}' ({cfg.hf_config}) has no '{lang}' side (it has {', '.join(pairs[0])})")
+            raise UserError(
+                f"'{corpus.hf_name}' ({corpus.hf_config}) has no '{lang}' side (it has {', '.join(pairs[0])})"
+            )
     return [p[cfg.src_lang] for p in pairs], [p[cfg.tgt_lang] for p in pairs]
 
 
-def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    """One split (train, valid or test) as a Dataset with text columns `src` and `tgt`."""
-    if cfg.src_lang == cfg.tgt_lang:
-        raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
-    names = list(getattr(cfg, split))
-    if cfg.format == "text":
-        ds = load_text_split(cfg, names)
-    elif cfg.format == "iwslt_xml":  # XML dev/test sets: small, parsed whole
-        src, tgt = load_iwslt_split(corpus_dir(cfg), names, cfg.src_lang, cfg.tgt_lang)
-        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
-    elif cfg.format == "hf_hub":
+def _read_files(cfg: DataConfig, corpus: CorpusConfig, names: list[str]) -> datasets.Dataset:
+    """The pairs of the files (or sets, or hub splits) `names` of one corpus, in its format."""
+    if corpus.format == "text":
+        return load_text_split(cfg, names, corpus)
+    if corpus.format == "tsv":
+        return load_tsv_split(cfg, corpus, names)
+    if corpus.format == "iwslt_xml":  # XML dev/test sets: small, parsed whole
+        src, tgt = load_iwslt_split(corpus_dir(corpus), names, cfg.src_lang, cfg.tgt_lang)
+        return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+    if corpus.format == "hf_hub":
         src, tgt = [], []
         for name in names:
-            s, t = load_hub_split(cfg, name)
+            s, t = load_hub_split(cfg, name, corpus)
             src += s
             tgt += t
-        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+        return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+    raise UserError(f"data.format must be text, tsv, iwslt_xml or hf_hub, not '{corpus.format}'")
+
+
+def load_corpus(cfg: DataConfig, corpus: CorpusConfig) -> dict[str, datasets.Dataset]:
+    """One corpus's train, valid and test pairs (text columns `src` and `tgt`), without extra pairs."""
+    if cfg.src_lang == cfg.tgt_lang:
+        raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
+    if corpus.held_out.enabled:
+        group = "tgt" if corpus.held_out.group_by == cfg.tgt_lang else "src"
+        parts = hold_out(_read_files(cfg, corpus, list(corpus.train)), corpus.held_out, group)
     else:
-        raise UserError(f"data.format must be text, iwslt_xml or hf_hub, not '{cfg.format}'")
-    if split == "train" and cfg.extra_train_src:
+        parts = {split: _read_files(cfg, corpus, list(getattr(corpus, split))) for split in SPLITS}
+    where = f"data={cfg.name}" if corpus is cfg else f"data.corpora.{corpus.name}"
+    for split, ds in parts.items():
+        if len(ds) == 0 and not (split == "train" and cfg.extra_train_src):
+            names = corpus.train if corpus.held_out.enabled else getattr(corpus, split)
+            raise UserError(f"the {split} split of {where} is empty ({list(names)})")
+    return parts
+
+
+def mix_rows(n: int, weight: float) -> np.ndarray:
+    """Rows of a corpus of n training pairs in the mix: floor(weight) copies of every row, then a
+    fixed sample (seeded, in corpus order) of round(fraction * n) rows for the fractional part."""
+    whole, fraction = int(weight), weight - int(weight)
+    sample = np.sort(np.random.default_rng(0).choice(n, round(fraction * n), replace=False))
+    return np.concatenate([np.tile(np.arange(n), whole), sample]).astype(np.int64)
+
+
+def training_mix(cfg: DataConfig, trains: list[tuple[CorpusConfig, datasets.Dataset]]) -> datasets.Dataset:
+    """The training split: the one corpus's pairs, or each corpus's repeated by its weight (in the
+    order of data.corpora), then data.extra_train_* pairs."""
+    if not cfg.corpora:
+        ds = trains[0][1]
+    else:
+        parts, counts = [], []
+        for corpus, train in trains:
+            part = train if corpus.weight == 1 else train.select(mix_rows(len(train), corpus.weight))
+            parts.append(part)
+            counts.append(f"{corpus.name} {len(train):,} x {corpus.weight:g} = {len(part):,}")
+        ds = datasets.concatenate_datasets(parts)
+        log.info(f"training mix: {'; '.join(counts)} -> {len(ds):,} pairs")
+    if cfg.extra_train_src:
         es, et = Path(cfg.extra_train_src), Path(cfg.extra_train_tgt)
         for p in (es, et):
             if not p.is_file():
@@ -195,13 +353,35 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
         )
         ds = datasets.concatenate_datasets([ds, extra])
     if len(ds) == 0:
-        raise UserError(f"the {split} split of data={cfg.name} is empty ({names})")
+        raise UserError(f"the train split of data={cfg.name} is empty")
     return ds
 
 
+def pick_corpus(cfg: DataConfig, name: str = "") -> CorpusConfig:
+    """The corpus called `name` in data.corpora (or the one corpus; "" = the first)."""
+    corpora = cfg.corpus_list()
+    if not name:
+        return corpora[0]
+    for corpus in corpora:
+        if corpus.name == name:
+            return corpus
+    raise UserError(f"no corpus '{name}' in data={cfg.name} (it has {', '.join(c.name for c in corpora)})")
+
+
+def load_split(cfg: DataConfig, split: str, corpus: str = "") -> datasets.Dataset:
+    """One split (train, valid or test) of one corpus (`corpus`, "" = the first) as a Dataset with
+    text columns `src` and `tgt`; the training split of a one-corpus config with data.extra_train_*."""
+    chosen = pick_corpus(cfg, corpus)
+    ds = load_corpus(cfg, chosen)[split]
+    return training_mix(cfg, [(chosen, ds)]) if split == "train" and not cfg.corpora else ds
+
+
 def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
-    """The three splits as a DatasetDict with text columns `src` and `tgt`."""
-    return datasets.DatasetDict({split: load_split(cfg, split) for split in SPLITS})
+    """The three splits of a one-corpus config as a DatasetDict with text columns `src` and `tgt`."""
+    if cfg.corpora:
+        raise ValueError("load_raw reads a one-corpus config; several corpora: load_corpus and training_mix")
+    parts = load_corpus(cfg, cfg)
+    return datasets.DatasetDict({**parts, "train": training_mix(cfg, [(cfg, parts["train"])])})
 
 
 # Tokenizer cache -------------------------------------------------------------------------
@@ -211,6 +391,10 @@ def tokenizer_key(cfg: DataConfig) -> str:
     fields.pop("max_len")
     fields.pop("cache_dir")
     fields.pop("align_gold")  # scored at validation, never seen by the tokenizer
+    unset = asdict(DataConfig(name=cfg.name))
+    for key in ("columns", "strict", "header", "held_out", "weight", "corpora"):  # newer keys: at their defaults,
+        if fields[key] == unset[key]:  # the key (and so the cache) stays what it was before them
+            fields.pop(key)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{digest}"
 
@@ -375,25 +559,41 @@ def encode_split(
     return Split(enc["src"], enc["tgt"], src_ids, tgt_ids), report
 
 
+def held_out_key(corpus: str, split: str, single: bool) -> str:
+    """PreparedData.splits' key of a corpus's valid or test split: `valid`, or `NAME.valid` of data.corpora."""
+    return split if single else f"{corpus}.{split}"
+
+
 @dataclass
 class PreparedData:
     tokenizer: Tokenizer
-    splits: dict[str, Split]
-    reports: dict[str, FilterReport]
+    splits: dict[str, Split]  # train, and each corpus's valid and test (keys: held_out_key)
+    reports: dict[str, FilterReport]  # the same keys
+    corpora: list[str]  # corpus names, in data.corpora's order (the data config's name for one corpus)
+
+    def held_out(self, split: str) -> dict[str, Split]:
+        """The valid (or test) split of every corpus, by corpus name."""
+        return {name: self.splits[held_out_key(name, split, split in self.splits)] for name in self.corpora}
 
 
 def prepare(cfg: DataConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
-    """Load, tokenize (training a tokenizer unless one is given) and filter all splits."""
-    raw = load_raw(cfg)
+    """Load every corpus, mix the training pairs, tokenize (training a tokenizer on the mix unless
+    one is given) and filter them; tokenize each corpus's valid and test split."""
+    corpora = cfg.corpus_list()
+    loaded = {corpus.name: load_corpus(cfg, corpus) for corpus in corpora}
+    raw = {"train": training_mix(cfg, [(corpus, loaded[corpus.name]["train"]) for corpus in corpora])}
+    for corpus in corpora:
+        for split in ("valid", "test"):
+            raw[held_out_key(corpus.name, split, not cfg.corpora)] = loaded[corpus.name][split]
     if tokenizer is None:
         tokenizer = get_tokenizer(cfg, raw["train"])
     splits, reports = {}, {}
-    for name in SPLITS:
-        cache = encoded_cache_file(cfg, raw[name], tokenizer, name) if cfg.cache_dir else None
-        splits[name], reports[name] = encode_split(raw[name], tokenizer, cfg, name, cache)
+    for key, ds in raw.items():
+        cache = encoded_cache_file(cfg, ds, tokenizer, key) if cfg.cache_dir else None
+        splits[key], reports[key] = encode_split(ds, tokenizer, cfg, "train" if key == "train" else "eval", cache)
     if len(splits["train"]) == 0:
         raise UserError("no training pairs left after filtering empty and over-long lines")
-    return PreparedData(tokenizer, splits, reports)
+    return PreparedData(tokenizer, splits, reports, [corpus.name for corpus in corpora])
 
 
 if __name__ == "__main__":  # python -m mt.data: corpus statistics (mt/data_stats.py)

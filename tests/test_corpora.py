@@ -1,0 +1,214 @@
+"""Tab-separated corpora, held-out splits of a one-file corpus, and several corpora in one run."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mt.config import CorpusConfig, DataConfig, HeldOutConfig, validate
+from mt.data import held_out_rows, load_corpus, mix_rows, prepare, sentence_keys, training_mix
+from mt.errors import UserError
+
+from .conftest import ROOT, TOY, toy_config
+
+
+def write_tsv(path, lines: list[str]) -> None:
+    path.write_bytes(gzip.compress("".join(line + "\n" for line in lines).encode("utf-8")))
+
+
+def tsv_config(tmp_path, **corpus) -> DataConfig:
+    settings = {"columns": {"en": 0, "de": 1}, "train": ["pairs"], "valid": ["pairs"], "test": ["pairs"], **corpus}
+    return DataConfig(name="tab", format="tsv", dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), **settings)
+
+
+GOOD = ["Hi.\tHallo!\tCC-BY 2.0 (France) #1", "Run!\tLauf!\tCC-BY 2.0 (France) #2", "Go.\tGeh.\tCC-BY #3"]
+
+
+def test_tsv_reads_the_named_columns_and_ignores_the_others(tmp_path):
+    write_tsv(tmp_path / "pairs.tsv.gz", GOOD)
+    train = load_corpus(tsv_config(tmp_path), tsv_config(tmp_path))["train"]
+    assert train.column_names == ["src", "tgt"]
+    assert list(train) == [
+        {"src": "Hi.", "tgt": "Hallo!"},
+        {"src": "Run!", "tgt": "Lauf!"},
+        {"src": "Go.", "tgt": "Geh."},
+    ]
+    # Columns are named by language: the other direction reads the same file the other way round.
+    cfg = tsv_config(tmp_path, columns={"de": 1, "en": 0})
+    cfg.src_lang, cfg.tgt_lang = "de", "en"
+    assert load_corpus(cfg, cfg)["train"][0] == {"src": "Hallo!", "tgt": "Hi."}
+
+
+def test_tsv_header_line_is_skipped(tmp_path):
+    (tmp_path / "pairs.tsv").write_text("english\tgerman\nHi.\tHallo!\n", encoding="utf-8")
+    cfg = tsv_config(tmp_path, header=True)
+    assert list(load_corpus(cfg, cfg)["train"]) == [{"src": "Hi.", "tgt": "Hallo!"}]
+
+
+BAD = [*GOOD[:2], "Stray\ttab\tin a line\tx", "Empty.\t \tCC", GOOD[2]]
+
+
+def test_tsv_bad_lines_are_skipped_and_counted_in_one_log_line(tmp_path, caplog):
+    write_tsv(tmp_path / "pairs.tsv.gz", BAD)
+    with caplog.at_level(logging.WARNING, logger="mt.data"):
+        train = load_corpus(tsv_config(tmp_path), tsv_config(tmp_path))["train"]
+    assert train["src"] == ["Hi.", "Run!", "Go."]
+    warnings = [r.getMessage() for r in caplog.records if "bad lines" in r.getMessage()]
+    assert len(warnings) == 3  # one line per split read (train, valid, test name the same file here)
+    assert "skipped 2 bad lines of pairs.tsv.gz" in warnings[0]
+    assert "1 with a wrong number of columns, 1 with an empty side" in warnings[0]
+    assert "first: pairs.tsv.gz:3: wrong number of columns: 4, expected 3" in warnings[0]
+
+
+def test_tsv_strict_names_file_and_line(tmp_path):
+    write_tsv(tmp_path / "pairs.tsv.gz", [GOOD[0], "Empty.\t\tCC", GOOD[1]])
+    cfg = tsv_config(tmp_path, strict=True)
+    with pytest.raises(UserError, match=r"pairs\.tsv\.gz:2: empty de side"):
+        load_corpus(cfg, cfg)
+    cfg.cache_dir = ""  # the same without the Arrow cache
+    with pytest.raises(UserError, match=r"pairs\.tsv\.gz:2: empty de side"):
+        load_corpus(cfg, cfg)
+
+
+def test_tsv_strict_error_is_one_line_at_the_cli(tmp_path):
+    write_tsv(tmp_path / "pairs.tsv.gz", [GOOD[0], "only one column", GOOD[1]])
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "mt.data", "data=tatoeba", f"data.dir={tmp_path}", "data.train=[pairs]",
+            "data.header=false", "data.strict=true", f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"mt.data: error: {tmp_path}/pairs.tsv.gz:2: wrong number of columns: 1, expected 3 "
+        "(data strict: true; false skips and counts bad lines)"
+    ]
+
+
+def test_tsv_settings_are_checked():
+    bad = DataConfig(name="x", format="tsv", columns={"en": 0})
+    with pytest.raises(UserError, match=r"data\.columns must give the column of 'de'"):
+        validate(bad)
+    with pytest.raises(UserError, match=r"data\.columns applies to format tsv only"):
+        validate(DataConfig(name="x", columns={"en": 0, "de": 1}))
+    with pytest.raises(UserError, match=r"data\.valid must be \[\] when data\.held_out"):
+        validate(DataConfig(name="x", held_out=HeldOutConfig(valid_sources=5)))
+    with pytest.raises(UserError, match=r"data\.weight applies to data\.corpora entries only"):
+        validate(DataConfig(name="x", weight=2))
+    with pytest.raises(UserError, match=r"data\.corpora\.b\.format must be one of"):
+        validate(DataConfig(name="x", corpora={"a": CorpusConfig(), "b": CorpusConfig(format="csv")}))
+    with pytest.raises(UserError, match=r"data\.dir is set per corpus when data\.corpora is used"):
+        validate(DataConfig(name="x", dir="somewhere", corpora={"a": CorpusConfig()}))
+
+
+# Held-out splits -------------------------------------------------------------------------------
+def one_file_corpus(tmp_path, sources: int = 60, seed: int = 0) -> DataConfig:
+    """`sources` English sentences with 1-3 German translations each, one line per pair."""
+    rng = np.random.default_rng(seed)
+    lines = [f"sentence {i}.\tsatz {i} nummer {k}." for i in range(sources) for k in range(1 + i % 3)]
+    lines = [lines[i] for i in rng.permutation(len(lines))]
+    write_tsv(tmp_path / "all.tsv.gz", lines)
+    held = HeldOutConfig(valid_sources=5, test_sources=7, group_by="en")
+    return tsv_config(tmp_path, train=["all"], valid=[], test=[], held_out=held)
+
+
+def test_held_out_split_is_grouped_by_source_sentence(tmp_path):
+    cfg = one_file_corpus(tmp_path)
+    parts = load_corpus(validate(cfg), cfg)
+    sources = {split: set(ds["src"]) for split, ds in parts.items()}
+    assert len(sources["valid"]) == 5 and len(sources["test"]) == 7 and len(sources["train"]) == 60 - 12
+    assert not sources["train"] & sources["test"] and not sources["train"] & sources["valid"]
+    assert not sources["valid"] & sources["test"]
+    assert sum(len(ds) for ds in parts.values()) == sum(1 + i % 3 for i in range(60))  # every line once
+    for ds in parts.values():  # every translation of a held-out sentence goes with it
+        for src in set(ds["src"]):
+            assert ds["src"].count(src) == 1 + int(src.split()[1][:-1]) % 3
+
+
+def test_held_out_split_is_deterministic_and_independent_of_line_order(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, reordered = one_file_corpus(tmp_path / "a", seed=0), one_file_corpus(tmp_path / "b", seed=1)
+    a, b = load_corpus(first, first), load_corpus(reordered, reordered)
+    assert (tmp_path / "a" / "all.tsv.gz").read_bytes() != (tmp_path / "b" / "all.tsv.gz").read_bytes()
+    for split in ("train", "valid", "test"):
+        assert sorted(zip(a[split]["src"], a[split]["tgt"])) == sorted(zip(b[split]["src"], b[split]["tgt"]))
+    assert list(load_corpus(first, first)["test"]) == list(a["test"])  # read again: the same rows
+    first.held_out.seed = 1  # another seed holds out other sentences
+    assert set(load_corpus(first, first)["test"]["src"]) != set(a["test"]["src"])
+
+
+def test_held_out_rows_need_enough_sentences():
+    keys = sentence_keys(["a", "b", " a ", "c"], seed=0)
+    assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
+    rows = held_out_rows(keys, 1, 1)
+    assert sorted(np.concatenate(list(rows.values())).tolist()) == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="only 3 distinct"):
+        held_out_rows(keys, 2, 1)
+
+
+def test_tatoeba_config_holds_out_1000_and_1000_english_sentences():
+    from mt.cli import compose_config
+
+    data = compose_config(["data=tatoeba"]).data
+    assert data.held_out == HeldOutConfig(valid_sources=1000, test_sources=1000, group_by="en")
+    assert (data.format, data.columns, data.valid, data.test) == ("tsv", {"en": 0, "de": 1}, [], [])
+    multi = compose_config(["data=multi30k_tatoeba", "data.corpora.tatoeba.weight=2"]).data
+    assert [(c.name, c.format, c.weight) for c in multi.corpus_list()] == [
+        ("multi30k", "text", 1.0),
+        ("tatoeba", "tsv", 2.0),
+    ]
+    assert multi.corpus_list()[1].held_out == data.held_out
+
+
+# Several corpora --------------------------------------------------------------------------------
+def test_mix_rows_counts():
+    assert len(mix_rows(10, 1.0)) == 10 and len(mix_rows(10, 2.0)) == 20 and len(mix_rows(10, 0.0)) == 0
+    half = mix_rows(20, 0.5)
+    assert len(half) == 10 and len(set(half.tolist())) == 10 and np.array_equal(half, mix_rows(20, 0.5))
+    rows = mix_rows(20, 2.5)
+    assert len(rows) == 50 and np.bincount(rows, minlength=20).tolist().count(3) == 10
+
+
+def two_corpora(tmp_path, weights=(1.0, 1.0)) -> DataConfig:
+    """The toy text corpus and a small TSV corpus with held-out splits."""
+    lines = [f"the {c} cat number {i} .\tdie {c} katze nummer {i} ." for i in range(40) for c in ("red", "big")]
+    write_tsv(tmp_path / "tab.tsv.gz", lines)
+    toy = CorpusConfig(format="text", dir=str(TOY), train=["train"], valid=["valid"], test=["test"], weight=weights[0])
+    held = HeldOutConfig(valid_sources=6, test_sources=6)
+    tab = CorpusConfig(
+        format="tsv", dir=str(tmp_path), columns={"en": 0, "de": 1}, train=["tab"], valid=[], test=[], held_out=held,
+        weight=weights[1],
+    )  # fmt: skip
+    return validate(
+        DataConfig(name="mix", corpora={"toy": toy, "tab": tab}, vocab_size=64, cache_dir=str(tmp_path / "cache"))
+    )
+
+
+def test_two_corpus_mix_with_weights_gives_expected_counts(tmp_path):
+    cfg = two_corpora(tmp_path, weights=(0.5, 3.0))
+    toy, tab = cfg.corpus_list()
+    loaded = {c.name: load_corpus(cfg, c) for c in (toy, tab)}
+    assert len(loaded["toy"]["train"]) == 480 and len(loaded["tab"]["train"]) == 80 - 12
+    mix = training_mix(cfg, [(toy, loaded["toy"]["train"]), (tab, loaded["tab"]["train"])])
+    assert len(mix) == 240 + 3 * 68
+    assert sum(s.startswith("the ") for s in mix["src"]) == 3 * 68
+    data = prepare(cfg)
+    assert data.corpora == ["toy", "tab"]
+    assert len(data.splits["train"]) == 240 + 3 * 68  # one tokenizer, one training split
+    valid = data.held_out("valid")
+    assert list(valid) == ["toy", "tab"] and len(valid["toy"]) == 30 and len(valid["tab"]) == 6
+    assert {len(s) for s in data.held_out("test").values()} == {30, 6}
+    assert data.tokenizer.src_vocab_size == 64
+
+
+def test_one_corpus_keeps_its_split_names(tmp_path):
+    cfg = toy_config(tmp_path).data
+    data = prepare(cfg)
+    assert set(data.splits) == {"train", "valid", "test"} and data.corpora == ["toy"]
+    assert data.held_out("test") == {"toy": data.splits["test"]}

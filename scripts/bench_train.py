@@ -1,11 +1,27 @@
-"""Training throughput of a model config on Multi30k: tokens/s and share of the CPU's fp32 peak.
+"""Training throughput of a model config on Multi30k: tokens/s, share of the matmul peak of the
+precision used, and the speed-up over a plain `torch.nn.Transformer` trained side by side.
 
-    python scripts/bench_train.py [--steps 30] [--set model=small train.max_tokens=4096 ...]
+    python scripts/bench_train.py [--steps 30] [--warmup 5] [--block 5] [--set model=small train.max_tokens=4096 ...]
 
-Runs the real training step (mt.engine.Engine.update) on real batches. Tokens are
-non-pad source + target tokens. Model FLOPs count the matmuls of the forward pass on real
-tokens (projections, attention scores, FFN, output layer) x 3 for forward + backward.
-The peak is measured (a large fp32 matmul on all threads) and a nominal figure can be given.
+Runs the real training step (mt.engine.Engine.update) on real batches. Tokens are non-pad
+source + target tokens. Model FLOPs count the matmuls of the forward pass on real tokens
+(projections, attention scores, FFN, output layer) x 3 for forward + backward.
+
+The baseline (scripts/nn_transformer_baseline.py: nn.Transformer of the same size, F.cross_entropy
+with label smoothing, AdamW, the same lr schedule, clipping and autocast precision, never
+compiled) trains in the same process, on the same threads and the same batches in the same
+order, from its own initial weights. How the two are timed, so that machine noise hits both alike:
+`--warmup` untimed steps of each model (alternating step by step), then the `--steps` timed
+steps in blocks of `--block` consecutive batches; each block runs on mt and then on the baseline
+(or the reverse: the order alternates block by block, mt/baseline, baseline/mt, ...). Each
+model's tokens/s is its total tokens over its total seconds; `speedup_vs_nn_transformer` is
+the ratio of the two; `speedup_per_block` lists the ratio of each block pair and its median is
+reported too (a spread between them means the machine was not quiet). Process-wide settings
+(threads, mt.device.keep_freed_memory) apply to both models.
+
+MFU is against the peak of the precision the step computes in: fp32, or the autocast dtype
+(train.precision=bf16/fp16), measured the same way for each (best of five timings of ten n x n
+matmuls on all threads). `--nominal-peak` adds a share of a known nominal figure for that precision.
 """
 
 from __future__ import annotations
@@ -13,29 +29,45 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
 
-from mt.batching import bucket_batches, collate
+from mt.batching import Batch, bucket_batches, collate
 from mt.cli import compose_config
 from mt.errors import exit_on_user_error
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
 
 
-def measured_peak_gflops(n: int = 2048, repeat: int = 10, trials: int = 5) -> float:
-    """Best of `trials` timings of `repeat` n x n fp32 matmuls: the machine's attainable peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measured_peak_gflops(
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+    n: int = 2048,
+    repeat: int = 10,
+    trials: int = 5,
+) -> float:
+    """Best of `trials` timings of `repeat` n x n matmuls in `dtype`: the machine's attainable peak."""
+    device = device or torch.device("cpu")
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     for _ in range(3):
         a @ b
+    sync(device)
     best = 0.0
     for _ in range(trials):
         start = time.perf_counter()
         for _ in range(repeat):
             a @ b
+        sync(device)
         best = max(best, 2 * n**3 * repeat / (time.perf_counter() - start) / 1e9)
     return best
 
@@ -55,51 +87,110 @@ def forward_flops(model, batch) -> float:
     return float(2 * (enc + dec + out))  # 2 FLOPs per multiply-add
 
 
+def timed_block(update, batches: list[Batch], first_step: int, device: torch.device) -> tuple[float, float]:
+    """Run update(batch, step) over the batches -> (seconds, mean loss)."""
+    losses = []
+    seconds = 0.0
+    for j, batch in enumerate(batches):
+        start = time.perf_counter()
+        loss = update(batch, first_step + j)
+        sync(device)
+        seconds += time.perf_counter() - start
+        losses.append(loss)
+    return seconds, sum(losses) / len(losses)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=30, help="timed steps of each model")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps of each model first")
+    p.add_argument("--block", type=int, default=5, help="consecutive steps of one model before switching")
     p.add_argument("--set", nargs="*", default=[], help="config overrides")
-    p.add_argument("--nominal-peak", type=float, default=0.0, help="nominal fp32 GFLOP/s of this CPU, if known")
+    p.add_argument(
+        "--nominal-peak", type=float, default=0.0, help="nominal GFLOP/s of this machine at the precision used"
+    )
     p.add_argument("--json", default="outputs/bench/train.json")
     args = p.parse_args()
+    if min(args.steps, args.block) < 1 or args.warmup < 0:
+        p.error("--steps and --block must be >= 1, --warmup >= 0")
     overrides = ["data.dir=data/multi30k", "train.progress=false", *args.set]
     with exit_on_user_error("bench_train"):
         cfg = compose_config(overrides)
         trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))
         trainer.setup()
+    engine, tok = trainer.engine, trainer.data.tokenizer
+    torch.manual_seed(cfg.train.seed)
+    baseline = BaselineTrainer.build(
+        NNTransformerBaseline(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint),
+        cfg.train,
+        engine.device,
+        engine.amp_dtype,
+    )
+
+    def ours(batch: Batch, step: int) -> float:
+        stats = engine.update([batch], step=step)
+        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
+
     train = trainer.data.splits["train"]
-    batches = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
-    tokens = flops = 0.0
-    seconds = 0.0
-    for i in range(args.warmup + args.steps):
-        batch = collate(train, batches[i % len(batches)])
-        start = time.perf_counter()
-        trainer.engine.update([batch], step=i + 1)
-        elapsed = time.perf_counter() - start
-        if i >= args.warmup:
-            seconds += elapsed
-            tokens += batch.num_tokens
-            flops += 3 * forward_flops(trainer.model, batch)
-    peak = measured_peak_gflops()
-    achieved = flops / seconds / 1e9
+    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
+    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
+    for i, batch in enumerate(batches[: args.warmup]):
+        ours(batch, i + 1)
+        baseline.update(batch, i + 1)
+
+    seconds = {"mt": 0.0, "baseline": 0.0}
+    block_speedups: list[float] = []
+    loss_at_end = {"mt": 0.0, "baseline": 0.0}
+    for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
+        block = batches[first : min(first + args.block, args.warmup + args.steps)]
+        runs = [("mt", ours), ("baseline", baseline.update)]
+        block_seconds = {}
+        for name, update in runs if k % 2 == 0 else runs[::-1]:
+            block_seconds[name], loss_at_end[name] = timed_block(update, block, first + 1, engine.device)
+            seconds[name] += block_seconds[name]
+        block_speedups.append(block_seconds["baseline"] / block_seconds["mt"])  # same tokens: time ratio
+
+    timed = batches[args.warmup :]
+    tokens = sum(b.num_tokens for b in timed)
+    flops = sum(3 * forward_flops(trainer.model, b) for b in timed)
+    dtype = engine.amp_dtype or torch.float32
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    peak = measured_peak_gflops(dtype, engine.device)
+    achieved = {name: flops / s / 1e9 for name, s in seconds.items()}
     result = {
         "config": overrides,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "device": str(engine.device),
         "torch": torch.__version__,
+        "precision": precision,
         "parameters": trainer.model.num_parameters(),
+        "baseline_parameters": baseline.model.num_parameters(),
         "steps": args.steps,
-        "tokens_per_sec": tokens / seconds,
-        "model_gflops_per_sec": achieved,
+        "warmup": args.warmup,
+        "block": args.block,
+        "tokens_per_sec": tokens / seconds["mt"],
+        "model_gflops_per_sec": achieved["mt"],
         "measured_matmul_peak_gflops": peak,
-        "mfu_vs_measured_peak": achieved / peak,
+        "mfu_vs_measured_peak": achieved["mt"] / peak,
+        "baseline_tokens_per_sec": tokens / seconds["baseline"],
+        "baseline_model_gflops_per_sec": achieved["baseline"],
+        "baseline_mfu_vs_measured_peak": achieved["baseline"] / peak,
+        "speedup_vs_nn_transformer": seconds["baseline"] / seconds["mt"],
+        "speedup_per_block_median": statistics.median(block_speedups),
+        "speedup_per_block": block_speedups,
+        "loss_last_block": loss_at_end["mt"],
+        "baseline_loss_last_block": loss_at_end["baseline"],
     }
     if args.nominal_peak:
         result["nominal_peak_gflops"] = args.nominal_peak
-        result["mfu_vs_nominal_peak"] = achieved / args.nominal_peak
+        result["mfu_vs_nominal_peak"] = achieved["mt"] / args.nominal_peak
     for key, value in result.items():
-        print(f"{key:>28}: {value:,.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+        if key.startswith("speedup"):
+            shown = ", ".join(f"{v:.2f}" for v in value) if isinstance(value, list) else f"{value:.2f}"
+        else:
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        print(f"{key}: {shown}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {args.json}")

@@ -1,0 +1,98 @@
+"""scripts/nn_transformer_baseline.py (the plain nn.Transformer that bench_train.py times against
+mt's model): the same size as mt's Transformer, and its training step learns. No timings here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mt.batching import Batch, pad, source_tensor
+from mt.config import ModelConfig, TrainConfig
+from mt.model import Transformer
+from mt.tokenizer import BOS_ID
+
+from .conftest import ROOT, TOY
+
+_spec = importlib.util.spec_from_file_location(
+    "nn_transformer_baseline", ROOT / "scripts" / "nn_transformer_baseline.py"
+)
+baseline = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = baseline  # its dataclass resolves annotations through sys.modules
+_spec.loader.exec_module(baseline)
+
+VOCAB = 40
+
+
+def toy_model_config(**overrides) -> ModelConfig:
+    cfg = ModelConfig(d_model=32, layers=2, heads=4, ffn_dim=64, dropout=0.0, max_positions=64)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def fixed_batch() -> Batch:
+    rng = np.random.default_rng(0)
+    src = [rng.integers(4, VOCAB, size=n).tolist() for n in (7, 5, 9, 3)]
+    tgt = [rng.integers(4, VOCAB, size=n).tolist() for n in (6, 8, 4, 5)]
+    return Batch(
+        src=source_tensor(src),  # [4,10] with eos, padded
+        tgt_in=pad([[BOS_ID] + t for t in tgt]),  # [4,9]
+        tgt_out=source_tensor(tgt),  # [4,9]: ids + eos, padded
+        indices=np.arange(4),
+    )
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_baseline_has_the_size_of_our_model(norm, tie, positions):
+    """Equal parameter counts (tolerance 0), except that with post-norm nn.Transformer keeps its
+    final encoder and decoder LayerNorms: exactly 2 x (weight + bias) x d_model more."""
+    cfg = toy_model_config(norm=norm, tie_embeddings=tie, positions=positions, encoder_layers=3)
+    ours = Transformer(cfg, VOCAB, VOCAB).num_parameters()
+    theirs = baseline.NNTransformerBaseline(cfg, VOCAB, VOCAB).num_parameters()
+    assert theirs - ours == (4 * cfg.d_model if norm == "post" else 0)
+
+
+def test_baseline_step_reduces_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    cfg = toy_model_config()  # dropout 0: the loss is a function of the weights alone
+    tc = TrainConfig(lr=1e-3, warmup_steps=0, label_smoothing=0.1)
+    trainer = baseline.BaselineTrainer.build(
+        baseline.NNTransformerBaseline(cfg, VOCAB, VOCAB), tc, torch.device("cpu"), None
+    )
+    batch = fixed_batch()
+    real = batch.tgt_out != 0
+    assert trainer.model(batch.src, batch.tgt_in, real).shape == (int(real.sum()), VOCAB)
+    with torch.no_grad():
+        before = float(baseline.baseline_loss(trainer.model, batch, tc.label_smoothing))
+    reported = trainer.update(batch, step=1)
+    with torch.no_grad():
+        after = float(baseline.baseline_loss(trainer.model, batch, tc.label_smoothing))
+    assert reported == pytest.approx(before, rel=1e-5)  # update reports the loss it stepped on
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert after < before - 0.01, (before, after)
+
+
+@pytest.mark.slow
+def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
+    out = tmp_path / "train.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--steps", "2", "--warmup", "1"]
+    cmd += ["--block", "1", "--json", str(out), "--set", "data=toy", f"data.dir={TOY}"]
+    cmd += [f"data.cache_dir={tmp_path / 'cache'}", "model=tiny", "train.threads=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "speedup_vs_nn_transformer: " in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["precision"] == "fp32"
+    assert result["parameters"] == result["baseline_parameters"]  # model=tiny is pre-norm
+    assert result["speedup_vs_nn_transformer"] == pytest.approx(
+        result["tokens_per_sec"] / result["baseline_tokens_per_sec"]
+    )
+    assert len(result["speedup_per_block"]) == 2

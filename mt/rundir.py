@@ -64,8 +64,8 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
-    def test_output(self, side: str) -> Path:  # side: hyp | ref
-        return self.root / f"test.{side}.txt"
+    def test_output(self, side: str, corpus: str = "") -> Path:  # side: hyp | ref; corpus: of data.corpora
+        return self.root / (f"test.{corpus}.{side}.txt" if corpus else f"test.{side}.txt")
 
     def holds_run(self) -> bool:
         """A checkpoint, or metrics of a run that got past setup, is there to lose."""
@@ -81,7 +81,7 @@ class RunDir:
         """Delete a previous run's checkpoints, metrics, test output and TensorBoard logs."""
         for directory in (self.checkpoints, self.tensorboard):
             shutil.rmtree(directory, ignore_errors=True)
-        for path in (self.metrics, self.test_output("hyp"), self.test_output("ref")):
+        for path in (self.metrics, *self.root.glob("test.*hyp.txt"), *self.root.glob("test.*ref.txt")):
             path.unlink(missing_ok=True)
 
 

@@ -20,6 +20,15 @@ from mt.fileio import atomic_write_json
 from mt.rundir import RunDir
 
 
+class CorpusValidation(TypedDict):
+    """One corpus's validation scores (data.corpora)."""
+
+    valid_loss: float
+    valid_ppl: float
+    valid_bleu: float
+    valid_chrf: float
+
+
 class ValidationRecord(TypedDict):
     step: int
     epoch: int
@@ -33,6 +42,19 @@ class ValidationRecord(TypedDict):
     valid_aer: NotRequired[float]
     valid_align_precision: NotRequired[float]
     valid_align_recall: NotRequired[float]
+    # With data.corpora: each corpus's scores; the keys above are then their means (selection_rule).
+    corpora: NotRequired[dict[str, CorpusValidation]]
+
+
+class CorpusTest(TypedDict):
+    """One corpus's test scores (data.corpora)."""
+
+    test_bleu: float
+    test_chrf: float
+    bleu_signature: str
+    chrf_signature: str
+    test_decode_seconds: float
+    sentences: int
 
 
 class RunMetrics(TypedDict, total=False):
@@ -64,6 +86,16 @@ class RunMetrics(TypedDict, total=False):
     bleu_signature: str
     chrf_signature: str
     test_decode_seconds: float
+    # With data.corpora: the corpora, how their validations select best.pt, and each one's test
+    # scores (test_bleu and test_chrf above are then their means, test_decode_seconds the sum).
+    corpora: list[str]
+    selection: str
+    test_corpora: dict[str, CorpusTest]
+
+
+def selection_rule(corpora: list[str]) -> str:
+    """How the validations of several corpora combine into the one BLEU that selects best.pt."""
+    return f"mean of the validation BLEUs of {', '.join(corpora)}"
 
 
 def read_metrics(path: Path) -> RunMetrics:
@@ -119,15 +151,20 @@ class RunLog:
                     self.writer.add_scalar(f"train/{key}", stats[key], step)
             self.writer.add_scalar("train/tokens_per_sec", tokens_per_sec, step)
 
-    def validation(self, record: ValidationRecord, samples: str, figures: list) -> None:
-        """Scalars, sample translations (markdown) and (tag, matplotlib figure) pairs of one validation."""
+    def validation(self, record: ValidationRecord, samples: dict[str, str], figures: list) -> None:
+        """Scalars (valid/KEY; with data.corpora also valid/CORPUS/KEY), sample translations (tag ->
+        markdown) and (tag, matplotlib figure) pairs of one validation."""
         if self.writer is None:
             return
         step = record["step"]
         for key in ("loss", "ppl", "bleu", "chrf", "aer", "align_precision", "align_recall"):
             if f"valid_{key}" in record:
                 self.writer.add_scalar(f"valid/{key}", record[f"valid_{key}"], step)
-        self.writer.add_text("valid/samples", samples, step)
+        for corpus, scores in record.get("corpora", {}).items():
+            for key in ("loss", "ppl", "bleu", "chrf"):
+                self.writer.add_scalar(f"valid/{corpus}/{key}", scores[f"valid_{key}"], step)
+        for tag, text in samples.items():
+            self.writer.add_text(tag, text, step)
         for tag, fig in figures:
             self.writer.add_figure(tag, fig, step, close=True)
         self.writer.flush()
@@ -163,6 +200,9 @@ class RunLog:
             "history": state.history,  # type: ignore[typeddict-item]
             "config": config_dicts(self.cfg),
         }
+        if self.cfg.data.corpora:
+            metrics["corpora"] = list(self.cfg.data.corpora)
+            metrics["selection"] = selection_rule(metrics["corpora"])
         metrics.update(results or {})  # type: ignore[typeddict-item]
         atomic_write_json(self.run_dir.metrics, metrics)
         return metrics
@@ -184,8 +224,15 @@ class RunLog:
 
 def summary(metrics: RunMetrics, run_dir: RunDir) -> str:
     """What a finished run tells its user: the test score and where to look next."""
+    per_corpus = metrics.get("test_corpora") or {}
+    mean = f" (mean of {len(per_corpus)} corpora)" if per_corpus else ""
+    corpora = "".join(
+        f"  {name + ':':<16} test BLEU {m['test_bleu']:.2f} chrF {m['test_chrf']:.2f} ({m['sentences']} sentences)\n"
+        for name, m in per_corpus.items()
+    )
     return (
-        f"done: test BLEU {metrics['test_bleu']:.2f} chrF {metrics['test_chrf']:.2f} ({metrics['bleu_signature']})\n"
+        f"done: test BLEU{mean} {metrics['test_bleu']:.2f} chrF {metrics['test_chrf']:.2f} "
+        f"({metrics['bleu_signature']})\n{corpora}"
         f"  best checkpoint: {run_dir.best}\n"
         f"  tensorboard:     tensorboard --logdir {run_dir.tensorboard}\n"
         f"  metrics:         {run_dir.metrics}"

@@ -24,7 +24,7 @@ from mt import checkpoint as ckpt_io
 from mt import distributed, rundir
 from mt import validation as scoring
 from mt.average import average_if_better, snapshot_name, snapshots
-from mt.batching import EpochPlan, collate, epoch_plan, padding_waste
+from mt.batching import EpochPlan, Split, collate, epoch_plan, padding_waste
 from mt.checkpoint import TrainState
 from mt.config import MTConfig, validate
 from mt.data import PreparedData, prepare
@@ -34,7 +34,7 @@ from mt.fileio import atomic_torch_save, atomic_write_text
 from mt.model import Transformer
 from mt.paths import CONFIG_DIR
 from mt.rundir import RunDir, RunLock, claim
-from mt.runlog import RunLog, RunMetrics, summary
+from mt.runlog import RunLog, RunMetrics, selection_rule, summary
 
 log = logging.getLogger("mt.train")
 
@@ -85,6 +85,8 @@ class Trainer:
         gold_cfg = cfg.data.align_gold
         self.gold = scoring.load_gold(gold_cfg, tok, cfg.model.max_positions - 1) if gold_cfg.enabled else None
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
+        if cfg.data.corpora:
+            log.info(f"checkpoint selection: {selection_rule(self.data.corpora)}")
         precision = self.engine.amp_dtype or "fp32"
         log.info(f"model: {model.num_parameters():,} parameters, device {self.device}, precision {precision}")
         self.write_metrics("running")
@@ -261,22 +263,35 @@ class Trainer:
 
     # Validation and test ---------------------------------------------------------------------
     def validate(self) -> bool:
-        """Loss, greedy BLEU/chrF, heatmap; save best. Returns True to stop early."""
+        """Loss, greedy BLEU/chrF (per corpus, and their mean with several), heatmap; save best.
+        Returns True to stop early."""
         from mt.plot import validation_figures
 
         st, tc = self.state, self.tc
-        valid = self._valid_split()
+        valid = self._valid_splits()
         start = time.perf_counter()
-        loss = scoring.validation_loss(self.model, valid, tc.max_tokens, self.device)
-        decoded = self._greedy_valid()
-        bleu, chrf = decoded.scores["bleu"], decoded.scores["chrf"]
+        losses, decoded = {}, {}
+        for name, split in valid.items():
+            losses[name] = scoring.validation_loss(self.model, split, tc.max_tokens, self.device)
+            decoded[name] = self._greedy(split)
+        several = len(valid) > 1
+        loss = sum(losses.values()) / len(losses)
+        overall = scoring.combined(decoded)
+        bleu, chrf = overall.scores["bleu"], overall.scores["chrf"]
         improved = bleu > st.best_bleu
         if improved:
             st.best_bleu, st.best_step, st.bad_validations = bleu, st.step, 0
         else:
             st.bad_validations += 1
-        record = scoring.validation_record(st.step, st.epoch, st.train_seconds / 60, loss, decoded.scores)
-        figures = validation_figures(self.model, valid, self.data.tokenizer, self.device, st.step, self._aligning())
+        record = scoring.validation_record(st.step, st.epoch, st.train_seconds / 60, loss, overall.scores)
+        if several:
+            record["corpora"] = {name: scoring.corpus_validation(losses[name], decoded[name].scores) for name in valid}
+        figures, samples = [], {}
+        for name, split in valid.items():
+            tagged = validation_figures(self.model, split, self.data.tokenizer, self.device, st.step, self._aligning())
+            figures += [(f"{tag}/{name}" if several else tag, fig) for tag, fig in tagged]
+            text = scoring.samples_markdown(split, decoded[name].text, tc.samples)
+            samples[f"valid/{name}/samples" if several else "valid/samples"] = text
         aer_text = ""
         if self.gold is not None:
             aligned = scoring.gold_alignment(self.model, self.gold, tc.align_weight > 0, self.device)
@@ -284,12 +299,20 @@ class Trainer:
             figures.append(self._gold_figure(aligned, st.step))
             aer_text = f" AER {100 * aligned.score.aer:.1f}"
         st.history.append(record)  # type: ignore[arg-type]
-        self.log.validation(record, scoring.samples_markdown(valid, decoded.text, tc.samples), figures)
+        self.log.validation(record, samples, figures)
         if improved:
             atomic_torch_save(self.paths.best, self._pack(resumable=False))
+        scores = f"valid loss {loss:.3f} ppl {record['valid_ppl']:.2f} BLEU {bleu:.2f} chrF {chrf:.2f}"
+        if several:
+            scores = (
+                " | ".join(
+                    f"{name}: loss {losses[name]:.3f} BLEU {d.scores['bleu']:.2f} chrF {d.scores['chrf']:.2f}"
+                    for name, d in decoded.items()
+                )
+                + f" | mean: loss {loss:.3f} BLEU {bleu:.2f} chrF {chrf:.2f}"
+            )
         log.info(
-            f"step {st.step} epoch {st.epoch} | valid loss {loss:.3f} ppl {record['valid_ppl']:.2f} "
-            f"BLEU {bleu:.2f} chrF {chrf:.2f}{aer_text} | best {st.best_bleu:.2f} @ {st.best_step}"
+            f"step {st.step} epoch {st.epoch} | {scores}{aer_text} | best {st.best_bleu:.2f} @ {st.best_step}"
             f"{' *' if improved else ''} | {time.perf_counter() - start:.1f}s"
         )
         self.write_metrics("running")
@@ -317,14 +340,21 @@ class Trainer:
         )
 
     def test(self, checkpoint: Path) -> dict[str, Any]:
-        """Decode the test split with `checkpoint` (if it exists) and the configured decoder."""
+        """Decode each corpus's test split with `checkpoint` (if it exists) and the configured decoder."""
         if checkpoint.exists():
             self.model.load_state_dict(ckpt_io.read(checkpoint)["model"])
-        test = self.data.splits["test"]
-        decoded = scoring.decode_and_score(self.model, test, self.data.tokenizer, self.cfg.decode, self.device)
-        atomic_write_text(self.paths.test_output("hyp"), "".join(t + "\n" for t in decoded.text))
-        atomic_write_text(self.paths.test_output("ref"), "".join(t + "\n" for t in test.tgt_text))
-        return scoring.test_results(decoded)
+        tests = self.data.held_out("test")
+        decoded = {}
+        for name, test in tests.items():
+            decoded[name] = scoring.decode_and_score(
+                self.model, test, self.data.tokenizer, self.cfg.decode, self.device
+            )
+            corpus = name if len(tests) > 1 else ""  # one corpus: test.hyp.txt; several: test.NAME.hyp.txt
+            atomic_write_text(self.paths.test_output("hyp", corpus), "".join(t + "\n" for t in decoded[name].text))
+            atomic_write_text(self.paths.test_output("ref", corpus), "".join(t + "\n" for t in test.tgt_text))
+        if len(tests) == 1:
+            return scoring.test_results(decoded[self.data.corpora[0]])
+        return scoring.corpora_test_results(decoded, {name: len(test) for name, test in tests.items()})
 
     def write_metrics(self, status: str, results: dict[str, Any] | None = None) -> RunMetrics:
         if self.log is None:  # the run directory was never ours: leave whatever is there alone
@@ -332,13 +362,19 @@ class Trainer:
         parameters = self.model.num_parameters() if self.model is not None else None
         return self.log.write_metrics(status, self.state, parameters, self.dist.world, self.ddp_divergence, results)
 
-    def _valid_split(self):
-        return scoring.first_sentences(self.data.splits["valid"], self.tc.valid_max_sentences)
+    def _valid_splits(self) -> dict[str, Split]:
+        """Each corpus's validation sentences (the first train.valid_max_sentences of each)."""
+        n = self.tc.valid_max_sentences
+        return {name: scoring.first_sentences(split, n) for name, split in self.data.held_out("valid").items()}
+
+    def _greedy(self, split: Split) -> scoring.Decoded:
+        greedy = scoring.greedy(self.cfg.decode)
+        return scoring.decode_and_score(self.model, split, self.data.tokenizer, greedy, self.device)
 
     def _greedy_valid(self) -> scoring.Decoded:
-        """Greedy translations of the validation sentences and their scores (what selects checkpoints)."""
-        greedy = scoring.greedy(self.cfg.decode)
-        return scoring.decode_and_score(self.model, self._valid_split(), self.data.tokenizer, greedy, self.device)
+        """Greedy translations of the validation sentences and their scores (what selects checkpoints):
+        with several corpora, the mean of their scores (scoring.combined)."""
+        return scoring.combined({name: self._greedy(split) for name, split in self._valid_splits().items()})
 
     def finish(self) -> RunMetrics:
         """Average (if configured), test, write the final metrics.json and HParams."""

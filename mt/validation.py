@@ -26,7 +26,7 @@ from mt.fileio import read_lines
 from mt.loss import batch_loss
 from mt.model import Transformer
 from mt.paths import PROJECT_ROOT
-from mt.runlog import ValidationRecord
+from mt.runlog import CorpusValidation, ValidationRecord
 from mt.tokenizer import Tokenizer
 
 
@@ -104,6 +104,32 @@ def test_results(decoded: Decoded) -> dict[str, Any]:
         "chrf_signature": s["chrf_signature"],
         "test_decode_seconds": decoded.seconds,
     }
+
+
+# Several corpora (data.corpora): scored one by one, combined by the mean (runlog.selection_rule) ----
+def combined(decoded: dict[str, Decoded]) -> Decoded:
+    """One corpus's Decoded as it is; several: their translations in turn, the mean of their BLEUs
+    and chrFs (each corpus weighs the same, whatever its size), the sum of their decoding times."""
+    if len(decoded) == 1:
+        return next(iter(decoded.values()))
+    parts = list(decoded.values())
+    scores = {key: sum(d.scores[key] for d in parts) / len(parts) for key in ("bleu", "chrf")}
+    first = parts[0].scores
+    scores.update(bleu_signature=first["bleu_signature"], chrf_signature=first["chrf_signature"])
+    return Decoded([t for d in parts for t in d.text], scores, sum(d.seconds for d in parts))
+
+
+def corpus_validation(loss: float, scores: dict[str, Any]) -> CorpusValidation:
+    """One corpus's entry in a validation record's `corpora`."""
+    bleu, chrf = scores["bleu"], scores["chrf"]
+    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "valid_bleu": bleu, "valid_chrf": chrf}
+
+
+def corpora_test_results(decoded: dict[str, Decoded], sentences: dict[str, int]) -> dict[str, Any]:
+    """metrics.json's test entries of several corpora: the mean (test_bleu, test_chrf) and each
+    corpus's scores under test_corpora."""
+    per = {name: {**test_results(d), "sentences": sentences[name]} for name, d in decoded.items()}
+    return {**test_results(combined(decoded)), "test_corpora": per}
 
 
 # Alignment against a gold set (data.align_gold) -------------------------------------------------

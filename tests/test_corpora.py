@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import subprocess
 import sys
@@ -212,3 +213,29 @@ def test_one_corpus_keeps_its_split_names(tmp_path):
     data = prepare(cfg)
     assert set(data.splits) == {"train", "valid", "test"} and data.corpora == ["toy"]
     assert data.held_out("test") == {"toy": data.splits["test"]}
+
+
+def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
+    from mt.train import run
+
+    cfg = toy_config(tmp_path, max_steps=4, eval_every=2, valid_max_sentences=5)
+    cfg.data = two_corpora(tmp_path)
+    cfg.decode.max_len_b = 3  # an untrained model: keep decoding short
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["corpora"] == ["toy", "tab"]
+    assert metrics["selection"] == "mean of the validation BLEUs of toy, tab"
+    for record in metrics["history"]:
+        per = record["corpora"]
+        assert set(per) == {"toy", "tab"}
+        assert set(per["tab"]) == {"valid_loss", "valid_ppl", "valid_bleu", "valid_chrf"}
+        assert record["valid_bleu"] == pytest.approx((per["toy"]["valid_bleu"] + per["tab"]["valid_bleu"]) / 2)
+    assert set(metrics["test_corpora"]) == {"toy", "tab"}
+    for name, sentences in (("toy", 30), ("tab", 6)):
+        test = metrics["test_corpora"][name]
+        assert {"test_bleu", "test_chrf", "bleu_signature"} <= set(test) and test["sentences"] == sentences
+        hyps = (tmp_path / "run" / f"test.{name}.hyp.txt").read_text().splitlines()
+        assert len(hyps) == sentences
+    assert metrics["test_bleu"] == pytest.approx(
+        (metrics["test_corpora"]["toy"]["test_bleu"] + metrics["test_corpora"]["tab"]["test_bleu"]) / 2
+    )
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_corpora"] == metrics["test_corpora"]

@@ -8,8 +8,9 @@ receives these dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -182,6 +183,21 @@ class DataConfig(CorpusConfig):
         if not self.corpora:
             return [self]
         return [replace(corpus, name=name) for name, corpus in self.corpora.items()]
+
+    def as_record(self) -> dict[str, Any]:
+        """The settings as metrics.json records them and the tokenizer cache key hashes them: the
+        keys that came with TSV and several corpora are left out at their defaults (so one-corpus
+        runs record, and find their caches, as before them); with data.corpora, the unused top-level
+        corpus keys are left out."""
+        record = asdict(self)
+        unset = asdict(DataConfig(name=self.name))
+        for key in ("columns", "strict", "header", "held_out", "weight", "corpora"):
+            if record[key] == unset[key]:
+                record.pop(key)
+        if self.corpora:
+            for key in (f.name for f in fields(CorpusConfig) if f.name != "name"):
+                record.pop(key, None)
+        return record
 
     def problems(self) -> list[str]:
         c = _Checks("data", self)

@@ -13,7 +13,7 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 
@@ -304,15 +304,17 @@ def _read_files(cfg: DataConfig, corpus: CorpusConfig, names: list[str]) -> data
     raise UserError(f"data.format must be text, tsv, iwslt_xml or hf_hub, not '{corpus.format}'")
 
 
-def load_corpus(cfg: DataConfig, corpus: CorpusConfig) -> dict[str, datasets.Dataset]:
-    """One corpus's train, valid and test pairs (text columns `src` and `tgt`), without extra pairs."""
+def load_corpus(cfg: DataConfig, corpus: CorpusConfig, splits: tuple[str, ...] = SPLITS) -> dict[str, datasets.Dataset]:
+    """One corpus's train, valid and test pairs (text columns `src` and `tgt`; `splits` of them),
+    without extra pairs."""
     if cfg.src_lang == cfg.tgt_lang:
         raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
-    if corpus.held_out.enabled:
+    if corpus.held_out.enabled:  # every split comes from the training files
         group = "tgt" if corpus.held_out.group_by == cfg.tgt_lang else "src"
-        parts = hold_out(_read_files(cfg, corpus, list(corpus.train)), corpus.held_out, group)
+        whole = hold_out(_read_files(cfg, corpus, list(corpus.train)), corpus.held_out, group)
+        parts = {split: whole[split] for split in splits}
     else:
-        parts = {split: _read_files(cfg, corpus, list(getattr(corpus, split))) for split in SPLITS}
+        parts = {split: _read_files(cfg, corpus, list(getattr(corpus, split))) for split in splits}
     where = f"data={cfg.name}" if corpus is cfg else f"data.corpora.{corpus.name}"
     for split, ds in parts.items():
         if len(ds) == 0 and not (split == "train" and cfg.extra_train_src):
@@ -372,7 +374,7 @@ def load_split(cfg: DataConfig, split: str, corpus: str = "") -> datasets.Datase
     """One split (train, valid or test) of one corpus (`corpus`, "" = the first) as a Dataset with
     text columns `src` and `tgt`; the training split of a one-corpus config with data.extra_train_*."""
     chosen = pick_corpus(cfg, corpus)
-    ds = load_corpus(cfg, chosen)[split]
+    ds = load_corpus(cfg, chosen, (split,))[split]
     return training_mix(cfg, [(chosen, ds)]) if split == "train" and not cfg.corpora else ds
 
 
@@ -387,14 +389,10 @@ def load_raw(cfg: DataConfig) -> datasets.DatasetDict:
 # Tokenizer cache -------------------------------------------------------------------------
 def tokenizer_key(cfg: DataConfig) -> str:
     """Hash of everything that determines the tokenizer: sweep jobs on the same data share it."""
-    fields = asdict(cfg)
+    fields = cfg.as_record()
     fields.pop("max_len")
     fields.pop("cache_dir")
     fields.pop("align_gold")  # scored at validation, never seen by the tokenizer
-    unset = asdict(DataConfig(name=cfg.name))
-    for key in ("columns", "strict", "header", "held_out", "weight", "corpora"):  # newer keys: at their defaults,
-        if fields[key] == unset[key]:  # the key (and so the cache) stays what it was before them
-            fields.pop(key)
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{digest}"
 

@@ -11,16 +11,17 @@ from mt.paths import CONFIG_DIR
 
 
 def describe(data: PreparedData, cfg: DataConfig) -> str:
+    width = max(6, *map(len, data.splits))  # split names: train, valid, test; with data.corpora NAME.valid
     rows = [
         f"corpus {cfg.name} {cfg.src_lang}->{cfg.tgt_lang}  vocab src {data.tokenizer.src_vocab_size} "
         f"tgt {data.tokenizer.tgt_vocab_size} (joint={data.tokenizer.joint})",
-        f"{'split':<6} {'pairs':>8} {'src words':>10} {'tgt words':>10} {'src toks':>9} {'tgt toks':>9} "
+        f"{'split':<{width}} {'pairs':>8} {'src words':>10} {'tgt words':>10} {'src toks':>9} {'tgt toks':>9} "
         f"{'empty':>6} {'too long':>8}",
     ]
     for name, split in data.splits.items():
         rep = data.reports[name]
         rows.append(
-            f"{name:<6} {len(split):>8} {sum(len(s.split()) for s in split.src_text):>10} "
+            f"{name:<{width}} {len(split):>8} {sum(len(s.split()) for s in split.src_text):>10} "
             f"{sum(len(t.split()) for t in split.tgt_text):>10} {sum(map(len, split.src)):>9} "
             f"{sum(map(len, split.tgt)):>9} {rep.empty:>6} {rep.too_long:>8}"
         )

@@ -2,6 +2,7 @@
 
 python -m mt.evaluate                              # latest run's best checkpoint, its test split
 python -m mt.evaluate --split valid --beam 1
+python -m mt.evaluate --corpus tatoeba             # one corpus of a run on several (data.corpora); default: each
 python -m mt.evaluate --src my.en --ref my.de --checkpoint outputs/.../best.pt
 python -m mt.evaluate --engine ct2 --model exports/m    # a CTranslate2 export (python -m mt.export ct2)
 """
@@ -64,15 +65,21 @@ def _read_text(path: str) -> list[str]:
 
 
 def _split_texts(
-    data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str]
-) -> tuple[list[str], list[str]]:
-    """Source and reference text of a configured corpus split."""
+    data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str], corpus: str = ""
+) -> list[tuple[str, list[str], list[str]]]:
+    """(name, source, reference) of a configured corpus split: of `corpus`, or of each corpus of a
+    data config that lists several (data.corpora)."""
     from mt.cli import compose_config
-    from mt.data import load_split
+    from mt.data import load_split, pick_corpus
 
     cfg = compose_config([f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides])
-    raw = load_split(cfg.data, split)
-    return raw["src"], raw["tgt"]
+    names = [pick_corpus(cfg.data, corpus).name] if corpus else [c.name for c in cfg.data.corpus_list()]
+    found = []
+    for name in names:
+        raw = load_split(cfg.data, split, name)
+        label = f"{data_name}.{name}.{split}" if cfg.data.corpora else f"{data_name}.{split}"
+        found.append((label, list(raw["src"]), list(raw["tgt"])))
+    return found
 
 
 @dataclass
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=["train", "valid", "test"], help="corpus split to score (default: test)"
     )
     p.add_argument("--data", help="corpus config name (default: the one the checkpoint was trained on)")
+    p.add_argument("--corpus", default="", help="with several corpora (data.corpora): score this one (default: each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra data overrides, e.g. data.dir=...")
     p.add_argument("--src", help="source file to translate instead of a corpus split")
     p.add_argument("--ref", help="reference file for --src")
@@ -161,38 +169,47 @@ def main(argv: list[str] | None = None) -> None:
             src, ref = _read_text(args.src), _read_text(args.ref)
             if len(src) != len(ref):
                 raise UserError(f"line counts differ: {args.src} has {len(src)}, {args.ref} has {len(ref)}")
-            name = Path(args.src).name
+            sets = [(Path(args.src).name, src, ref)]
         else:
             data_name = args.data or engine.data_name or "multi30k"
-            src, ref = _split_texts(data_name, args.split, engine.src_lang, engine.tgt_lang, args.set)
-            name = f"{data_name}.{args.split}"
-        start = time.perf_counter()
-        with progress_bar(len(src), "sent", f"translating {name}") as bar:
-            hyps = engine.translate(engine.tokenizer.encode_src(src), bar.update)
-        seconds = time.perf_counter() - start
-        text = engine.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-        scores = score_translations(text, ref)
+            sets = _split_texts(data_name, args.split, engine.src_lang, engine.tgt_lang, args.set, args.corpus)
         out = Path(args.out) if args.out else engine.eval_dir
-        stem = f"{name}.beam{args.beam}" + (".ct2" if engine.name == "ct2" else "")
-        metrics = {
-            "checkpoint": str(engine.model),
-            "engine": engine.name,
-            **engine.details,
-            "source": name,
-            "sentences": len(src),
-            "beam": args.beam,
-            "length_penalty": args.alpha,
-            "seconds": seconds,
-            **scores,
-        }
-        try:
-            atomic_write_text(out / f"{stem}.hyp.txt", "".join(t + "\n" for t in text))
-            atomic_write_json(out / f"{stem}.json", metrics)
-        except OSError as err:
-            raise UserError(f"cannot write results to {out}: {err.strerror}") from None
-        print(f"BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
-        print(f"chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
-        print(f"{len(src)} sentences in {seconds:.1f}s; hypotheses and metrics in {out}/{stem}.*", file=sys.stderr)
+        for name, src, ref in sets:
+            scores = _score_set(engine, args, name, src, ref, out)
+            label = f"{name}: " if len(sets) > 1 else ""
+            print(f"{label}BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
+            print(f"{label}chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
+
+
+def _score_set(
+    engine: EvalModel, args: argparse.Namespace, name: str, src: list[str], ref: list[str], out: Path
+) -> dict[str, Any]:
+    """Translate one set, score it, write its hypotheses and metrics under `out`; its scores."""
+    start = time.perf_counter()
+    with progress_bar(len(src), "sent", f"translating {name}") as bar:
+        hyps = engine.translate(engine.tokenizer.encode_src(src), bar.update)
+    seconds = time.perf_counter() - start
+    text = engine.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    scores = score_translations(text, ref)
+    stem = f"{name}.beam{args.beam}" + (".ct2" if engine.name == "ct2" else "")
+    metrics = {
+        "checkpoint": str(engine.model),
+        "engine": engine.name,
+        **engine.details,
+        "source": name,
+        "sentences": len(src),
+        "beam": args.beam,
+        "length_penalty": args.alpha,
+        "seconds": seconds,
+        **scores,
+    }
+    try:
+        atomic_write_text(out / f"{stem}.hyp.txt", "".join(t + "\n" for t in text))
+        atomic_write_json(out / f"{stem}.json", metrics)
+    except OSError as err:
+        raise UserError(f"cannot write results to {out}: {err.strerror}") from None
+    print(f"{len(src)} sentences in {seconds:.1f}s; hypotheses and metrics in {out}/{stem}.*", file=sys.stderr)
+    return scores
 
 
 if __name__ == "__main__":

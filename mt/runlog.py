@@ -107,7 +107,8 @@ def read_metrics(path: Path) -> RunMetrics:
 
 
 def config_dicts(cfg: MTConfig) -> dict[str, dict[str, Any]]:
-    return {group: asdict(getattr(cfg, group)) for group in ("data", "model", "train", "decode")}
+    groups = {group: asdict(getattr(cfg, group)) for group in ("model", "train", "decode")}
+    return {"data": cfg.data.as_record(), **groups}
 
 
 # What the HParams table shows for every run, besides the keys set on the command line.

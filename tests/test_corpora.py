@@ -213,6 +213,8 @@ def test_one_corpus_keeps_its_split_names(tmp_path):
     data = prepare(cfg)
     assert set(data.splits) == {"train", "valid", "test"} and data.corpora == ["toy"]
     assert data.held_out("test") == {"toy": data.splits["test"]}
+    # Recorded (metrics.json, tokenizer cache key) as before data.corpora and format tsv existed.
+    assert not {"columns", "strict", "header", "held_out", "weight", "corpora"} & set(cfg.as_record())
 
 
 def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
@@ -223,6 +225,7 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
     cfg.decode.max_len_b = 3  # an untrained model: keep decoding short
     metrics = run(cfg, tmp_path / "run")
     assert metrics["corpora"] == ["toy", "tab"]
+    assert "test" not in metrics["config"]["data"] and metrics["config"]["data"]["corpora"]["tab"]["weight"] == 1
     assert metrics["selection"] == "mean of the validation BLEUs of toy, tab"
     for record in metrics["history"]:
         per = record["corpora"]
@@ -239,3 +242,54 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
         (metrics["test_corpora"]["toy"]["test_bleu"] + metrics["test_corpora"]["tab"]["test_bleu"]) / 2
     )
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_corpora"] == metrics["test_corpora"]
+
+
+def test_compare_shows_test_bleu_per_corpus(tmp_path):
+    from mt.compare import compare
+    from mt.compare.report import csv_text
+
+    def fake(name: str, data: dict, **scores) -> None:
+        (tmp_path / name).mkdir()
+        metrics = {"status": "completed", "config": {"data": data, "train": {"lr": 1e-3}}, **scores}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+    fake("alone", {"name": "multi30k", "corpora": {}}, test_bleu=30.0)
+    mixed = {"name": "multi30k_tatoeba", "corpora": {"multi30k": {"weight": 1.0}, "tatoeba": {"weight": 2.0}}}
+    per_corpus = {"multi30k": {"test_bleu": 29.5}, "tatoeba": {"test_bleu": 40.5}}
+    fake("mixed", mixed, test_bleu=35.0, test_corpora=per_corpus, corpora=["multi30k", "tatoeba"])
+    result = compare([tmp_path], significance=False)
+    assert result.params == ["data.name"]  # the corpora's own settings only differ between mixed runs
+    header = result.header
+    assert header[header.index("chrF") + 1 : header.index("chrF") + 3] == ["multi30k BLEU", "tatoeba BLEU"]
+    rows = {row[1]: dict(zip(header, row)) for row in result.rows}
+    assert (rows["mixed"]["BLEU"], rows["mixed"]["multi30k BLEU"], rows["mixed"]["tatoeba BLEU"]) == (
+        "35.00",
+        "29.50",
+        "40.50",
+    )
+    assert (rows["alone"]["multi30k BLEU"], rows["alone"]["tatoeba BLEU"]) == ("30.00", "-")
+    table = csv_text(result.runs, result.params).splitlines()
+    assert "test_bleu.multi30k,test_bleu.tatoeba" in table[0]
+
+
+def test_evaluate_reads_each_corpus_or_the_one_named(tmp_path):
+    from mt.evaluate import _split_texts
+
+    write_tsv(tmp_path / "en-de.tsv.gz", ["header\tline", *[f"sentence {i}.\tsatz {i}." for i in range(10)]])
+    overrides = [
+        f"data.corpora.tatoeba.dir={tmp_path}",
+        f"data.corpora.multi30k.dir={TOY}",
+        "data.corpora.multi30k.valid=[valid]",
+        "data.corpora.tatoeba.held_out.valid_sources=2",
+        "data.corpora.tatoeba.held_out.test_sources=3",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
+    found = _split_texts("multi30k_tatoeba", "valid", "en", "de", overrides)
+    assert [(name, len(src), len(ref)) for name, src, ref in found] == [
+        ("multi30k_tatoeba.multi30k.valid", 30, 30),
+        ("multi30k_tatoeba.tatoeba.valid", 2, 2),
+    ]
+    [(name, src, ref)] = _split_texts("multi30k_tatoeba", "test", "en", "de", overrides, corpus="tatoeba")
+    assert name == "multi30k_tatoeba.tatoeba.test" and len(src) == 3 and ref[0].startswith("satz ")
+    with pytest.raises(UserError, match=r"no corpus 'iwslt' in data=multi30k_tatoeba \(it has multi30k, tatoeba\)"):
+        _split_texts("multi30k_tatoeba", "test", "en", "de", overrides, corpus="iwslt")

@@ -69,9 +69,12 @@ def _fmt_percent(value: float | None) -> str:
 
 
 def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows (runs already sorted)."""
+    """Header and formatted rows (runs already sorted); a `NAME BLEU` column per corpus where some
+    run trained on several (data.corpora)."""
     aer = has_aer(runs)
+    corpora = test_corpora(runs)
     metrics = [c for c in METRIC_COLUMNS if aer or c != "AER"]
+    metrics[metrics.index("chrF") + 1 : metrics.index("chrF") + 1] = [f"{name} BLEU" for name in corpora]
     header = ["#", "run", *params, *metrics]
     rows = []
     for rank, run in enumerate(runs, start=1):
@@ -84,6 +87,7 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
                 _fmt_num(m.get("test_bleu")),
                 _fmt_p(run),
                 _fmt_num(m.get("test_chrf")),
+                *[_fmt_num(run.corpus_bleu(name)) for name in corpora],
                 _fmt_num(m.get("best_valid_bleu")),
                 *([_fmt_percent(run.aer)] if aer else []),
                 _fmt_num(m.get("valid_loss"), 3),
@@ -97,8 +101,15 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
     return header, rows
 
 
+def test_corpora(runs: list[Run]) -> list[str]:
+    """The corpora that runs on several corpora were tested on, in the order first seen."""
+    names = [name for run in runs for name in run.metrics.get("test_corpora") or {}]
+    return list(dict.fromkeys(names))
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     numeric = {"#", "BLEU", "chrF", "valid BLEU", "AER", "valid loss", "params", "steps", "min", "tok/s"}
+    numeric |= {h for h in header if h.endswith(" BLEU")}  # per corpus
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
@@ -128,9 +139,19 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
         "tokens_per_sec",
         "steps",
     ]
-    aer = has_aer(runs)
+    aer, corpora = has_aer(runs), test_corpora(runs)
     writer.writerow(
-        ["run", *params, *metric_keys, *(["valid_aer"] if aer else []), "p_value", "baseline", "status", "path"]
+        [
+            "run",
+            *params,
+            *metric_keys,
+            *[f"test_bleu.{name}" for name in corpora],
+            *(["valid_aer"] if aer else []),
+            "p_value",
+            "baseline",
+            "status",
+            "path",
+        ]
     )
     for run in runs:
         writer.writerow(
@@ -138,6 +159,7 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
                 run.name,
                 *[_fmt_value(run.params.get(p)) if run.params else "" for p in params],
                 *["" if run.metrics.get(k) is None else run.metrics.get(k) for k in metric_keys],
+                *["" if run.corpus_bleu(name) is None else run.corpus_bleu(name) for name in corpora],
                 *(["" if run.aer is None else run.aer] if aer else []),
                 "" if run.p_value is None else f"{run.p_value:.4f}",
                 run.baseline,
@@ -230,9 +252,17 @@ def markdown_report(result: Comparison, folders: list[Path], command: str) -> st
         "",
     ]
     aer = "AER (%: alignment error rate on data.align_gold at that best validation), " if has_aer(result.runs) else ""
+    corpora = test_corpora(result.runs)
+    per_corpus = (
+        f"test BLEU per corpus ({', '.join(f'`{name} BLEU`' for name in corpora)}: a run on several corpora "
+        "scores each; a run on one corpus of that name shows its test BLEU there), "
+        if corpora
+        else ""
+    )
+    mean = " (runs on several corpora: the mean over their corpora, as for best validation BLEU)" if corpora else ""
     lines.append(
         "Columns: the hyperparameters that differ across the runs, then test BLEU and chrF "
-        f"(best checkpoint, configured decoder), best validation BLEU, {aer}last validation loss, "
+        f"(best checkpoint, configured decoder){mean}, {per_corpus}best validation BLEU, {aer}last validation loss, "
         "parameters, training steps (updates), training minutes, training tokens per second, and status."
     )
     lines.append("")

@@ -41,6 +41,16 @@ class Run:
         value = self.metrics.get("test_bleu")
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
+    def corpus_bleu(self, corpus: str) -> float | None:
+        """Test BLEU on one corpus: its entry in test_corpora (a run on several corpora), or the
+        test BLEU of a run on that corpus alone."""
+        per_corpus = self.metrics.get("test_corpora") or {}
+        if per_corpus:
+            value = (per_corpus.get(corpus) or {}).get("test_bleu")
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            return float(value) if finite else None
+        return self.bleu if self.params.get("data.name") == corpus else None
+
     @property
     def aer(self) -> float | None:
         """Alignment error rate (a fraction) on the run's gold alignments (data.align_gold) at the
@@ -176,7 +186,14 @@ def differing_params(runs: list[Run]) -> list[str]:
     """Flattened config keys whose value is not the same in every run that has a config."""
     with_config = [r for r in runs if r.params]
     keys = sorted({k for r in with_config for k in r.params} - NOT_HYPERPARAMETERS)
-    differing = [k for k in keys if len({_key(r.params.get(k)) for r in with_config}) > 1]
+
+    def values(key: str) -> set[str]:
+        # A corpus's settings (data.corpora.NAME.*) differ only between runs that have that corpus:
+        # against a one-corpus run, data.name tells the difference.
+        having = [r for r in with_config if key in r.params] if key.startswith("data.corpora.") else with_config
+        return {_key(r.params.get(key)) for r in having}
+
+    differing = [k for k in keys if len(values(k)) > 1]
     group_order = {"data": 0, "model": 1, "train": 2, "decode": 3}
     return sorted(differing, key=lambda k: (group_order.get(k.split(".")[0], 9), k))
 

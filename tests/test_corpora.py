@@ -217,6 +217,7 @@ def test_one_corpus_keeps_its_split_names(tmp_path):
     assert not {"columns", "strict", "header", "held_out", "weight", "corpora"} & set(cfg.as_record())
 
 
+@pytest.mark.slow
 def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
     from mt.train import run
 

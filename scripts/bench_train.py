@@ -22,6 +22,10 @@ reported too (a spread between them means the machine was not quiet). Process-wi
 MFU is against the peak of the precision the step computes in: fp32, or the autocast dtype
 (train.precision=bf16/fp16), measured the same way for each (best of five timings of ten n x n
 matmuls on all threads). `--nominal-peak` adds a share of a known nominal figure for that precision.
+The JSON records the CPU's model name (`cpu`, from /proc/cpuinfo or lscpu) and whether it has the
+bf16 matmul features avx512_bf16 / amx_bf16 / amx_tile (`cpu_flags`; null where unknown).
+
+Runs as `python scripts/bench_train.py` or `python -m scripts.bench_train` from the repository root.
 """
 
 from __future__ import annotations
@@ -30,18 +34,52 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
 
 from mt.batching import Batch, bucket_batches, collate
 from mt.cli import compose_config
 from mt.errors import exit_on_user_error
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
+
+if __package__:  # python -m scripts.bench_train
+    from .nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
+else:  # python scripts/bench_train.py (scripts/ is on sys.path)
+    from nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
+
+# CPU features that decide how fast bf16 matmuls can be (AVX512-BF16, AMX)
+CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and which of CPU_FLAGS it has, from /proc/cpuinfo (Linux), else lscpu;
+    the model name falls back to platform.processor() / platform.machine() elsewhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            try:
+                cpuinfo = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.SubprocessError):
+                cpuinfo = ""
+    model, flags = "", None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and flags is None:
+            flags = set(value.split())
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_arch": platform.machine(),
+        "cpu_flags": {f: f in flags for f in CPU_FLAGS} if flags is not None else None,
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -160,7 +198,7 @@ def main() -> None:
     result = {
         "config": overrides,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        **cpu_info(),
         "device": str(engine.device),
         "torch": torch.__version__,
         "precision": precision,
@@ -186,7 +224,9 @@ def main() -> None:
         result["nominal_peak_gflops"] = args.nominal_peak
         result["mfu_vs_nominal_peak"] = achieved["mt"] / args.nominal_peak
     for key, value in result.items():
-        if key.startswith("speedup"):
+        if key == "cpu_flags" and value is not None:
+            shown = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in value.items())
+        elif key.startswith("speedup"):
             shown = ", ".join(f"{v:.2f}" for v in value) if isinstance(value, list) else f"{value:.2f}"
         else:
             shown = f"{value:,.3f}" if isinstance(value, float) else str(value)

@@ -25,6 +25,9 @@ _spec = importlib.util.spec_from_file_location(
 baseline = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = baseline  # its dataclass resolves annotations through sys.modules
 _spec.loader.exec_module(baseline)
+_spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
+bench_train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_train)  # its `from nn_transformer_baseline import` finds sys.modules
 
 VOCAB = 40
 
@@ -80,6 +83,26 @@ def test_baseline_step_reduces_the_loss_on_a_fixed_batch():
     assert after < before - 0.01, (before, after)
 
 
+def test_cpu_info_reads_the_model_name_and_bf16_flags():
+    intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    intel += "flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n"
+    intel += "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    info = bench_train.cpu_info(intel)
+    assert info["cpu"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert info["cpu_flags"] == {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
+    lscpu = "Architecture: x86_64\nModel name:   AMD EPYC\nFlags:   fpu avx2 avx512f avx512_bf16\n"
+    info = bench_train.cpu_info(lscpu)
+    assert info["cpu"] == "AMD EPYC"
+    assert info["cpu_flags"] == {"avx512_bf16": True, "amx_bf16": False, "amx_tile": False}
+    assert bench_train.cpu_info("")["cpu_flags"] is None  # unknown, not "absent"
+
+
+def test_bench_train_imports_as_a_script_and_as_a_module():
+    for cmd in (["scripts/bench_train.py", "--help"], ["-m", "scripts.bench_train", "--help"]):
+        proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "--steps" in proc.stdout, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
     out = tmp_path / "train.json"
@@ -91,6 +114,7 @@ def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
     assert "speedup_vs_nn_transformer: " in proc.stdout
     result = json.loads(out.read_text())
     assert result["precision"] == "fp32"
+    assert result["cpu"] and set(result["cpu_flags"] or {}) <= set(bench_train.CPU_FLAGS)
     assert result["parameters"] == result["baseline_parameters"]  # model=tiny is pre-norm
     assert result["speedup_vs_nn_transformer"] == pytest.approx(
         result["tokens_per_sec"] / result["baseline_tokens_per_sec"]

@@ -83,14 +83,19 @@ class GoldConfig:
 class HeldOutConfig:
     """Validation and test sets carved out of the training files (a corpus that ships as one file).
 
-    Grouped by sentence: every line whose `group_by` side is the same sentence lands in the same
-    split, so no held-out source is seen in training. Which sentences are held out depends only
-    on a hash of the sentence and `seed`, not on the order of the lines.
+    Grouped by connected component of the pair graph: two pairs that share a sentence of either
+    language are in the same split (and so, transitively, is every pair linked to them), so no
+    valid or test sentence, source or target, is seen in training. Which groups are held out
+    depends only on a hash (salted with `seed`) of each group's smallest sentence, not on the
+    order of the lines; both directions of a corpus get the same split.
     """
 
-    valid_sources: int = 0  # distinct sentences (each with all its translations) for validation
+    # Exactly this many distinct sentences of the `group_by` language for validation (test), in
+    # whole groups: each group goes to valid if its sentences still fit, else to test if they fit
+    # there, else to training (mt.data.held_out_rows).
+    valid_sources: int = 0
     test_sources: int = 0
-    group_by: str = ""  # the language whose sentences are grouped; "" = data.src_lang
+    group_by: str = ""  # the language whose distinct sentences the counts count; "" = data.src_lang
     seed: int = 0
 
     @property

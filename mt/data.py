@@ -190,6 +190,11 @@ def load_tsv_split(cfg: DataConfig, corpus: CorpusConfig, stems: list[str]) -> d
 
 
 # Held-out splits of a corpus that ships as one file -------------------------------------------
+# Named in the tokenizer cache key of configs with held-out splits: changing how they are carved
+# out changes the training pairs, so a tokenizer trained on the old ones is not reused.
+HELD_OUT_METHOD = "pair-graph components"
+
+
 def sentence_keys(sentences: Sequence[str], seed: int) -> np.ndarray:
     """A 64-bit hash per sentence (whitespace at the ends ignored), salted with `seed`."""
     salt = str(seed).encode()
@@ -203,29 +208,106 @@ def sentence_keys(sentences: Sequence[str], seed: int) -> np.ndarray:
     )
 
 
-def held_out_rows(keys: np.ndarray, valid_sources: int, test_sources: int) -> dict[str, np.ndarray]:
-    """Row positions of train, valid and test, grouped by key: the `valid_sources` smallest distinct
-    keys are validation, the next `test_sources` test, the rest training. Depends on the keys only,
-    so the split of a sentence does not change when the file's lines are reordered."""
-    distinct = np.unique(keys)  # sorted
-    if valid_sources + test_sources >= len(distinct):
+def pair_components(src: Sequence[str], tgt: Sequence[str]) -> tuple[np.ndarray, list[list[str]], list[list[str]]]:
+    """Connected components of the bipartite graph whose nodes are the distinct sentences of each
+    language (whitespace at the ends ignored) and whose edges are the pairs (union-find).
+
+    Returns the component of each row (0..n-1, in order of first appearance) and, per component,
+    its distinct source sentences and its distinct target sentences. Two pairs that share a
+    sentence of either language are in the same component, and so are all pairs linked by a chain
+    of such pairs (English A - German X - English B - German Y ...)."""
+    src_ids: dict[str, int] = {}
+    tgt_ids: dict[str, int] = {}
+    rows = [
+        (src_ids.setdefault(s.strip(), len(src_ids)), tgt_ids.setdefault(t.strip(), len(tgt_ids)))
+        for s, t in zip(src, tgt)
+    ]
+    offset = len(src_ids)
+    parent = list(range(offset + len(tgt_ids)))
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for s, t in rows:
+        a, b = find(s), find(offset + t)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    number: dict[int, int] = {}
+    row_component = np.fromiter(
+        (number.setdefault(find(s), len(number)) for s, _ in rows), dtype=np.int64, count=len(rows)
+    )
+    sources: list[list[str]] = [[] for _ in number]
+    targets: list[list[str]] = [[] for _ in number]
+    for sentence, i in src_ids.items():
+        sources[number[find(i)]].append(sentence)
+    for sentence, i in tgt_ids.items():
+        targets[number[find(offset + i)]].append(sentence)
+    return row_component, sources, targets
+
+
+def held_out_rows(
+    src: Sequence[str],
+    tgt: Sequence[str],
+    valid_sources: int,
+    test_sources: int,
+    seed: int = 0,
+    langs: tuple[str, str] = ("src", "tgt"),
+    count: str = "src",
+) -> dict[str, np.ndarray]:
+    """Row positions of train, valid and test of the pairs (src[i], tgt[i]).
+
+    Grouped by connected component of the pair graph (pair_components): a sentence of either
+    language is in one split only, with every pair it is in, so no valid or test sentence (source
+    or target) occurs in training. Components are ordered by a hash (salted with `seed`) of their
+    smallest member, a sentence tagged with its language (`langs`: the language names, so that the
+    two directions of a corpus get the same split); in that order, each component goes to valid
+    if its distinct `count`-side sentences ("src" or "tgt") still fit into valid's remaining
+    `valid_sources`, else to test if they fit into test's remaining `test_sources`, else to
+    training, until both are full: valid and test hold exactly that many distinct sentences of
+    the `count` side. Depends on the set of pairs only, not on the order of the lines."""
+    row_component, sources, targets = pair_components(src, tgt)
+    counted = sources if count == "src" else targets
+    smallest = [
+        min([f"{langs[0]}\t{s}" for s in ss] + [f"{langs[1]}\t{t}" for t in ts]) for ss, ts in zip(sources, targets)
+    ]
+    keys = sentence_keys(smallest, seed)
+    order = sorted(range(len(smallest)), key=lambda c: (int(keys[c]), smallest[c]))
+    total = sum(len(c) for c in counted)
+    if valid_sources + test_sources >= total:
         raise UserError(
             f"cannot hold out {valid_sources} + {test_sources} sentences: the corpus has only "
-            f"{len(distinct)} distinct ones (lower held_out.valid_sources/test_sources)"
+            f"{total} distinct ones (lower held_out.valid_sources/test_sources)"
         )
-    valid = np.isin(keys, distinct[:valid_sources])
-    test = np.isin(keys, distinct[valid_sources : valid_sources + test_sources])
-    return {
-        "train": np.flatnonzero(~valid & ~test),
-        "valid": np.flatnonzero(valid),
-        "test": np.flatnonzero(test),
-    }
+    split_of = np.zeros(len(smallest), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    left = [valid_sources, test_sources]
+    for c in order:
+        if left == [0, 0]:
+            break
+        n = len(counted[c])
+        for which in (0, 1):
+            if n <= left[which]:
+                split_of[c], left[which] = which + 1, left[which] - n
+                break
+    if left != [0, 0]:
+        raise UserError(
+            f"cannot hold out exactly {valid_sources} + {test_sources} sentences in whole groups of linked "
+            f"translations (short by {left[0]} + {left[1]}; lower held_out.valid_sources/test_sources)"
+        )
+    row_split = split_of[row_component]
+    return {name: np.flatnonzero(row_split == i) for i, name in enumerate(SPLITS)}
 
 
-def hold_out(ds: datasets.Dataset, held: HeldOutConfig, group_column: str) -> dict[str, datasets.Dataset]:
-    """train/valid/test of one dataset, all translations of a `group_column` sentence in one of them."""
-    keys = sentence_keys(ds[group_column], held.seed)
-    rows = held_out_rows(keys, held.valid_sources, held.test_sources)
+def hold_out(
+    ds: datasets.Dataset, held: HeldOutConfig, langs: tuple[str, str], count: str
+) -> dict[str, datasets.Dataset]:
+    """train/valid/test of one dataset (columns src, tgt in the languages `langs`): held_out_rows,
+    counting distinct sentences of the `count` column."""
+    rows = held_out_rows(ds["src"], ds["tgt"], held.valid_sources, held.test_sources, held.seed, langs, count)
     return {split: ds.select(positions) for split, positions in rows.items()}
 
 
@@ -310,8 +392,9 @@ def load_corpus(cfg: DataConfig, corpus: CorpusConfig, splits: tuple[str, ...] =
     if cfg.src_lang == cfg.tgt_lang:
         raise UserError(f"data.src_lang and data.tgt_lang are both '{cfg.src_lang}'")
     if corpus.held_out.enabled:  # every split comes from the training files
-        group = "tgt" if corpus.held_out.group_by == cfg.tgt_lang else "src"
-        whole = hold_out(_read_files(cfg, corpus, list(corpus.train)), corpus.held_out, group)
+        count = "tgt" if corpus.held_out.group_by == cfg.tgt_lang else "src"
+        langs = (cfg.src_lang, cfg.tgt_lang)
+        whole = hold_out(_read_files(cfg, corpus, list(corpus.train)), corpus.held_out, langs, count)
         parts = {split: whole[split] for split in splits}
     else:
         parts = {split: _read_files(cfg, corpus, list(getattr(corpus, split))) for split in splits}
@@ -393,6 +476,8 @@ def tokenizer_key(cfg: DataConfig) -> str:
     fields.pop("max_len")
     fields.pop("cache_dir")
     fields.pop("align_gold")  # scored at validation, never seen by the tokenizer
+    if any(corpus.held_out.enabled for corpus in cfg.corpus_list()):
+        fields["held_out_method"] = HELD_OUT_METHOD  # a new way of splitting: other training pairs
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return f"{cfg.name}-{cfg.src_lang}-{cfg.tgt_lang}-{digest}"
 

@@ -147,10 +147,61 @@ def test_held_out_split_is_deterministic_and_independent_of_line_order(tmp_path)
 def test_held_out_rows_need_enough_sentences():
     keys = sentence_keys(["a", "b", " a ", "c"], seed=0)
     assert keys[0] == keys[2] and len(set(keys.tolist())) == 3
-    rows = held_out_rows(keys, 1, 1)
+    src, tgt = ["a", "b", " a ", "c"], ["x", "y", "z", "w"]
+    rows = held_out_rows(src, tgt, 1, 1)
     assert sorted(np.concatenate(list(rows.values())).tolist()) == [0, 1, 2, 3]
     with pytest.raises(UserError, match="only 3 distinct"):
-        held_out_rows(keys, 2, 1)
+        held_out_rows(src, tgt, 2, 1)
+
+
+def test_two_english_sentences_sharing_a_german_translation_stay_together():
+    """ "I'm fine." and "I am fine." share "Mir geht's gut.": one split for all three pairs, in both
+    directions, whatever the seed (grouping by English alone put them on both sides)."""
+    linked = [("I'm fine.", "Mir geht's gut."), ("I am fine.", "Mir geht's gut."), ("I am fine.", "Es geht mir gut.")]
+    others = [(f"Sentence {i}.", f"Satz {i}.") for i in range(40)]
+    en, de = zip(*(linked + others))
+    for seed in range(30):
+        for src, tgt, langs, count in ((en, de, ("en", "de"), "src"), (de, en, ("de", "en"), "tgt")):
+            rows = held_out_rows(src, tgt, 5, 5, seed, langs, count)
+            where = {int(i): split for split, positions in rows.items() for i in positions}
+            assert where[0] == where[1] == where[2], (seed, langs)
+            counted = src if count == "src" else tgt
+            assert [len({counted[i] for i in rows[split]}) for split in ("valid", "test")] == [5, 5]
+    # the same pairs are held out in both directions
+    forward = held_out_rows(en, de, 5, 5, 3, ("en", "de"), "src")
+    backward = held_out_rows(de, en, 5, 5, 3, ("de", "en"), "tgt")
+    assert all(np.array_equal(forward[split], backward[split]) for split in forward)
+
+
+def real_style_pairs(seed: int = 0) -> list[tuple[str, str]]:
+    """Like Tatoeba: several German translations per English sentence, German sentences shared by
+    several English ones (chains of them), duplicate pairs, and whitespace at the ends."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i in range(300):
+        for _ in range(1 + rng.poisson(0.8)):
+            j = int(rng.zipf(2.0)) % 400 if rng.random() < 0.2 else 400 + i
+            pairs.append((f"English {i}." + (" " if rng.random() < 0.1 else ""), f"Deutsch {j}."))
+    return pairs
+
+
+def test_no_sentence_of_either_language_of_dev_or_test_is_in_training(tmp_path):
+    pairs = real_style_pairs()
+    assert len({de for _, de in pairs}) < len(pairs)  # German sentences are shared
+    write_tsv(tmp_path / "all.tsv.gz", [f"{en}\t{de}\tCC-BY #{k}" for k, (en, de) in enumerate(pairs)])
+    for src_lang, tgt_lang in (("en", "de"), ("de", "en")):
+        held = HeldOutConfig(valid_sources=20, test_sources=30, group_by="en")
+        cfg = tsv_config(tmp_path, train=["all"], valid=[], test=[], held_out=held)
+        cfg.src_lang, cfg.tgt_lang = src_lang, tgt_lang
+        parts = load_corpus(validate(cfg), cfg)
+        assert sum(len(ds) for ds in parts.values()) == len(pairs)
+        train = {side: {s.strip() for s in parts["train"][side]} for side in ("src", "tgt")}
+        for split in ("valid", "test"):
+            for side in ("src", "tgt"):
+                assert not {s.strip() for s in parts[split][side]} & train[side], (src_lang, split, side)
+            english = parts[split]["src" if src_lang == "en" else "tgt"]
+            assert len({s.strip() for s in english}) == {"valid": 20, "test": 30}[split]
+        assert not set(parts["valid"]["tgt"]) & set(parts["test"]["tgt"])
 
 
 def test_tatoeba_config_holds_out_1000_and_1000_english_sentences():

@@ -83,6 +83,9 @@ class ModelFile(TypedDict):
     tokenizer_tgt: NotRequired[torch.Tensor]  # absent: one joint vocabulary
     model: dict[str, torch.Tensor]  # state_dict
     data_name: NotRequired[str]  # the corpus config it was trained on (mt.evaluate's default)
+    # Its settings as trained (DataConfig.as_record: corpora, held-out seeds, weights, dirs):
+    # mt.evaluate rebuilds the same splits from them.
+    data_config: NotRequired[dict]
     train_state: NotRequired[dict]  # asdict(TrainState) when it was written
     averaged_from: NotRequired[list[str]]  # mt.average: the checkpoints whose weights it averages
     alignment: NotRequired[AligningHeads]  # absent: no head chosen (mt.align uses its own default)
@@ -137,6 +140,7 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
     ckpt = pack(engine.model, tokenizer, data.src_lang, data.tgt_lang)
     ckpt["train_state"] = asdict(state)
     ckpt["data_name"] = data.name
+    ckpt["data_config"] = data.as_record()
     if engine.tc.align_weight > 0:
         ckpt["alignment"] = supervised_heads(engine.model.config)
     if not resumable:

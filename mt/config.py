@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mt.errors import UserError
 from mt.paths import PREPARED_DATA, SHARED_DATA
@@ -430,6 +431,29 @@ def to_dataclass(cfg: DictConfig) -> MTConfig:
     """Turn a composed DictConfig into plain dataclasses whose values are checked (`validate`)."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, MTConfig)
+    return validate(obj)
+
+
+def data_config_from_record(record: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> DataConfig:
+    """The DataConfig that DataConfig.as_record() recorded (in a checkpoint or metrics.json), with
+    `data.KEY=VALUE` overrides on top; checked (`validate`)."""
+    plain = []
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key.startswith("data.") or key.startswith(("data.+", "data.~")):
+            raise UserError(
+                f"cannot apply {override!r} to the recorded data config: give data.KEY=VALUE, "
+                "or name a corpus config with --data"
+            )
+        plain.append(override.removeprefix("data."))
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(DataConfig(name=record.get("name", ""))), record, OmegaConf.from_dotlist(plain)
+        )
+        obj = OmegaConf.to_object(merged)
+    except (OmegaConfBaseException, ValueError) as err:
+        raise UserError(f"recorded data config: {str(err).strip().splitlines()[0]}") from None
+    assert isinstance(obj, DataConfig)
     return validate(obj)
 
 

@@ -65,21 +65,51 @@ def _read_text(path: str) -> list[str]:
 
 
 def _split_texts(
-    data_name: str, split: str, src_lang: str, tgt_lang: str, overrides: list[str], corpus: str = ""
+    data_name: str,
+    split: str,
+    src_lang: str,
+    tgt_lang: str,
+    overrides: list[str],
+    corpus: str = "",
+    recorded: dict[str, Any] | None = None,
 ) -> list[tuple[str, list[str], list[str]]]:
     """(name, source, reference) of a configured corpus split: of `corpus`, or of each corpus of a
-    data config that lists several (data.corpora)."""
+    data config that lists several (data.corpora). `recorded`: the data config a run was trained
+    with (DataConfig.as_record), rebuilt as it was (its corpora, held-out seeds and sizes) instead
+    of composing configs/data/`data_name`.yaml."""
     from mt.cli import compose_config
+    from mt.config import data_config_from_record
     from mt.data import load_split, pick_corpus
 
-    cfg = compose_config([f"data={data_name}", f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}", *overrides])
-    names = [pick_corpus(cfg.data, corpus).name] if corpus else [c.name for c in cfg.data.corpus_list()]
+    if recorded is not None:
+        data = data_config_from_record(recorded, overrides)
+        data_name = data.name
+    else:
+        langs = [f"data.src_lang={src_lang}", f"data.tgt_lang={tgt_lang}"]
+        data = compose_config([f"data={data_name}", *langs, *overrides]).data
+    names = [pick_corpus(data, corpus).name] if corpus else [c.name for c in data.corpus_list()]
     found = []
     for name in names:
-        raw = load_split(cfg.data, split, name)
-        label = f"{data_name}.{name}.{split}" if cfg.data.corpora else f"{data_name}.{split}"
+        raw = load_split(data, split, name)
+        label = f"{data_name}.{name}.{split}" if data.corpora else f"{data_name}.{split}"
         found.append((label, list(raw["src"]), list(raw["tgt"])))
     return found
+
+
+def recorded_data_config(engine: EvalModel) -> dict[str, Any] | None:
+    """The data config the model was trained with: recorded in the checkpoint, else (a checkpoint
+    written before it was) in its run folder's metrics.json, if that names the same corpus config."""
+    if engine.data_config is not None:
+        return engine.data_config
+    import json
+
+    metrics = engine.eval_dir.parent / "metrics.json"
+    try:
+        data = json.loads(metrics.read_text())["config"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = isinstance(data, dict) and data.get("name") == engine.data_name
+    return data if same and (data.get("src_lang"), data.get("tgt_lang")) == (engine.src_lang, engine.tgt_lang) else None
 
 
 @dataclass
@@ -93,6 +123,7 @@ class EvalModel:
     src_lang: str
     tgt_lang: str
     data_name: str | None
+    data_config: dict[str, Any] | None  # DataConfig.as_record() of its training run, if recorded
     eval_dir: Path  # default --out
     translate: Callable[[list[list[int]], Callable[[int], object]], list[list[Hypothesis]]]
     details: dict[str, Any]  # recorded in the metrics JSON
@@ -113,6 +144,7 @@ def open_engine(args: argparse.Namespace, cfg: DecodeConfig) -> EvalModel:
             found.src_lang,
             found.tgt_lang,
             found.info.get("data_name"),
+            found.info.get("data_config"),
             root / "eval",
             lambda ids, on_batch: ct2.translate_ids(found, ids, cfg, on_batch),
             {"quantization": found.info.get("quantization"), "compute_type": found.translator.compute_type},
@@ -131,6 +163,7 @@ def open_engine(args: argparse.Namespace, cfg: DecodeConfig) -> EvalModel:
         loaded.src_lang,
         loaded.tgt_lang,
         loaded.ckpt.get("data_name"),
+        loaded.ckpt.get("data_config"),
         path / "eval" if path.is_dir() else path.parent.parent / "eval",  # a model folder, or beside checkpoints/
         lambda ids, on_batch: translate_ids(loaded.model, ids, cfg, device, on_batch=on_batch),
         {},
@@ -147,9 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split", default="test", choices=["train", "valid", "test"], help="corpus split to score (default: test)"
     )
-    p.add_argument("--data", help="corpus config name (default: the one the checkpoint was trained on)")
+    p.add_argument(
+        "--data",
+        help="corpus config name (default: the data settings the checkpoint was trained with, as recorded)",
+    )
     p.add_argument("--corpus", default="", help="with several corpora (data.corpora): score this one (default: each)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra data overrides, e.g. data.dir=...")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="data overrides, e.g. data.dir=... (data.KEY=VALUE)"
+    )
     p.add_argument("--src", help="source file to translate instead of a corpus split")
     p.add_argument("--ref", help="reference file for --src")
     add_decode_args(p)
@@ -172,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
             sets = [(Path(args.src).name, src, ref)]
         else:
             data_name = args.data or engine.data_name or "multi30k"
-            sets = _split_texts(data_name, args.split, engine.src_lang, engine.tgt_lang, args.set, args.corpus)
+            recorded = None if args.data else recorded_data_config(engine)  # the run's own splits
+            sets = _split_texts(
+                data_name, args.split, engine.src_lang, engine.tgt_lang, args.set, args.corpus, recorded
+            )
         out = Path(args.out) if args.out else engine.eval_dir
         for name, src, ref in sets:
             scores = _score_set(engine, args, name, src, ref, out)

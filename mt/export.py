@@ -88,8 +88,9 @@ def export(checkpoint: Path, out: Path, quantization: str | None, force: bool) -
             from mt.ct2 import write_ct2
 
             info = {"src_lang": loaded.src_lang, "tgt_lang": loaded.tgt_lang, "source": str(checkpoint)}
-            if "data_name" in loaded.ckpt:
-                info["data_name"] = loaded.ckpt["data_name"]
+            for key in ("data_name", "data_config"):
+                if key in loaded.ckpt:
+                    info[key] = loaded.ckpt[key]  # type: ignore[literal-required]
             write_ct2(loaded.model, loaded.tokenizer, built / "ct2", quantization, info)
         atomic_write_text(built / "README.md", model_card(loaded, checkpoint, str(out), quantization))
         replace_directory(built, out)

@@ -30,7 +30,13 @@ FOLDER_FORMAT = "mt-model-folder"
 FOLDER_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-RECORDED = ("data_name", "train_state", "averaged_from", "alignment")  # optional ModelFile keys kept as JSON
+RECORDED = (
+    "data_name",
+    "data_config",
+    "train_state",
+    "averaged_from",
+    "alignment",
+)  # optional ModelFile keys kept as JSON
 
 
 def is_model_folder(path: Path) -> bool:

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from mt.config import CorpusConfig, DataConfig, HeldOutConfig, validate
+from mt.config import CorpusConfig, DataConfig, HeldOutConfig, ModelConfig, validate
 from mt.data import held_out_rows, load_corpus, mix_rows, prepare, sentence_keys, training_mix
 from mt.errors import UserError
 
@@ -345,3 +345,59 @@ def test_evaluate_reads_each_corpus_or_the_one_named(tmp_path):
     assert name == "multi30k_tatoeba.tatoeba.test" and len(src) == 3 and ref[0].startswith("satz ")
     with pytest.raises(UserError, match=r"no corpus 'iwslt' in data=multi30k_tatoeba \(it has multi30k, tatoeba\)"):
         _split_texts("multi30k_tatoeba", "test", "en", "de", overrides, corpus="iwslt")
+
+
+def test_evaluate_uses_the_data_settings_the_checkpoint_was_trained_with(tmp_path, capsys):
+    """A run trained with held_out.seed=7 is scored on its own test split, not on the one that
+    configs/data/NAME.yaml gives today (seed 0); a checkpoint without the record (older) finds it
+    in its run folder's metrics.json."""
+    import torch
+
+    from mt.checkpoint import pack
+    from mt.evaluate import _split_texts, main, recorded_data_config
+    from mt.model import Transformer
+    from mt.tokenizer import Tokenizer
+
+    en = (TOY / "train.en").read_text().splitlines()[:120]
+    de = (TOY / "train.de").read_text().splitlines()[:120]
+    write_tsv(tmp_path / "all.tsv.gz", [f"{e}\t{d}" for e, d in zip(en, de)])
+    held = HeldOutConfig(valid_sources=4, test_sources=9, group_by="en", seed=7)
+    cfg = validate(tsv_config(tmp_path, train=["all"], valid=[], test=[], held_out=held, vocab_size=64))
+    default_seed = load_corpus(cfg, replace_seed(cfg, 0))["test"]["src"]
+    own = load_corpus(cfg, cfg)["test"]["src"]
+    assert set(own) != set(default_seed)
+
+    tokenizer = Tokenizer.train(en, de, cfg)
+    model = Transformer(
+        ModelConfig(d_model=32, layers=1, heads=2, ffn_dim=32, max_positions=160),
+        tokenizer.src_vocab_size,
+        tokenizer.tgt_vocab_size,
+    )
+    ckpt = pack(model, tokenizer, "en", "de")
+    ckpt["data_name"], ckpt["data_config"] = "tab", cfg.as_record()
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(ckpt, run / "checkpoints" / "best.pt")
+    code = None
+    try:
+        main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--beam", "1"])
+    except SystemExit as exit:
+        code = exit.code
+    assert code in (None, 0), capsys.readouterr().err
+    [metrics] = [json.loads(p.read_text()) for p in (run / "eval").glob("*.json")]
+    assert metrics["source"] == "tab.test" and metrics["sentences"] == len(own)
+
+    class Engine:  # what recorded_data_config reads of an EvalModel
+        data_config, data_name, src_lang, tgt_lang, eval_dir = None, "tab", "en", "de", run / "eval"
+
+    assert recorded_data_config(Engine()) is None  # neither in the checkpoint nor in a metrics.json
+    (run / "metrics.json").write_text(json.dumps({"config": {"data": cfg.as_record()}}))
+    recorded = recorded_data_config(Engine())
+    [(name, src, _)] = _split_texts("tab", "test", "en", "de", [], recorded=recorded)
+    assert name == "tab.test" and src == own
+
+
+def replace_seed(cfg: DataConfig, seed: int) -> DataConfig:
+    from dataclasses import replace
+
+    return replace(cfg, held_out=HeldOutConfig(**{**cfg.held_out.__dict__, "seed": seed}))

@@ -296,23 +296,38 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_corpora"] == metrics["test_corpora"]
 
 
+def fake_run(root, name: str, overrides: list[str], outputs: dict[str, tuple[list[str], list[str]]] = (), **scores):
+    """A finished run's folder: metrics.json with the config these overrides compose (as training
+    records it) and `scores`; test.hyp/ref.txt (key "") or test.NAME.hyp/ref.txt per `outputs` entry."""
+    from mt.cli import compose_config
+    from mt.rundir import RunDir
+    from mt.runlog import config_dicts
+
+    run = RunDir(root / name)
+    run.root.mkdir()
+    metrics = {"status": "completed", "config": config_dicts(compose_config(overrides)), **scores}
+    run.metrics.write_text(json.dumps(metrics), encoding="utf-8")
+    for corpus, (hyps, refs) in dict(outputs).items():
+        run.test_output("hyp", corpus).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        run.test_output("ref", corpus).write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+
+
 def test_compare_shows_test_bleu_per_corpus(tmp_path):
     from mt.compare import compare
     from mt.compare.report import csv_text
 
-    def fake(name: str, data: dict, **scores) -> None:
-        (tmp_path / name).mkdir()
-        metrics = {"status": "completed", "config": {"data": data, "train": {"lr": 1e-3}}, **scores}
-        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-
-    fake("alone", {"name": "multi30k", "corpora": {}}, test_bleu=30.0)
-    mixed = {"name": "multi30k_tatoeba", "corpora": {"multi30k": {"weight": 1.0}, "tatoeba": {"weight": 2.0}}}
+    fake_run(tmp_path, "alone", ["data=multi30k"], test_bleu=30.0)
     per_corpus = {"multi30k": {"test_bleu": 29.5}, "tatoeba": {"test_bleu": 40.5}}
-    fake("mixed", mixed, test_bleu=35.0, test_corpora=per_corpus, corpora=["multi30k", "tatoeba"])
+    mixed = ["data=multi30k_tatoeba", "data.corpora.tatoeba.weight=2"]
+    fake_run(tmp_path, "mixed", mixed, test_bleu=35.0, test_corpora=per_corpus, corpora=["multi30k", "tatoeba"])
     result = compare([tmp_path], significance=False)
-    assert result.params == ["data.name"]  # the corpora's own settings only differ between mixed runs
+    # data.dir, data.format, data.train ... exist in the one-corpus run only, the corpora's own
+    # settings in the mixed run only: compared only among runs that have them, none differs.
+    assert result.params == ["data.name"]
     header = result.header
-    assert header[header.index("chrF") + 1 : header.index("chrF") + 3] == ["multi30k BLEU", "tatoeba BLEU"]
+    assert header[header.index("chrF") + 1 : header.index("chrF") + 5] == [
+        "multi30k BLEU", "multi30k p", "tatoeba BLEU", "tatoeba p",
+    ]  # fmt: skip
     rows = {row[1]: dict(zip(header, row)) for row in result.rows}
     assert (rows["mixed"]["BLEU"], rows["mixed"]["multi30k BLEU"], rows["mixed"]["tatoeba BLEU"]) == (
         "35.00",
@@ -320,8 +335,52 @@ def test_compare_shows_test_bleu_per_corpus(tmp_path):
         "40.50",
     )
     assert (rows["alone"]["multi30k BLEU"], rows["alone"]["tatoeba BLEU"]) == ("30.00", "-")
+    # Ranked by the test set both were scored on (Multi30k: 30.0 > 29.5), not by the mixed run's
+    # mean over two corpora (35.0 > 30.0), and the report says so.
+    assert [run.name for run in result.runs] == ["alone", "mixed"]
+    assert result.ranked_by.startswith("`multi30k BLEU`")
     table = csv_text(result.runs, result.params).splitlines()
-    assert "test_bleu.multi30k,test_bleu.tatoeba" in table[0]
+    assert "test_bleu.multi30k,test_bleu.tatoeba,p_value.multi30k,p_value.tatoeba" in table[0]
+
+
+def test_compare_ranks_runs_on_the_same_corpora_by_their_mean(tmp_path):
+    from mt.compare import compare
+
+    for name, (m, t) in {"a": (29.0, 41.0), "b": (30.0, 38.0)}.items():
+        scores = {"multi30k": {"test_bleu": m}, "tatoeba": {"test_bleu": t}}
+        fake_run(tmp_path, name, ["data=multi30k_tatoeba"], test_bleu=(m + t) / 2, test_corpora=scores)
+    result = compare([tmp_path], significance=False)
+    assert [run.name for run in result.runs] == ["a", "b"] and result.ranked_by == "test BLEU"
+
+
+def test_compare_tests_multi30k_of_a_mixed_run_against_multi30k_alone(tmp_path):
+    """The mixed run's test.multi30k.*.txt and the one-corpus run's test.*.txt share references:
+    one paired bootstrap test, its p-value in the `multi30k p` column of the run below."""
+    from mt.compare import compare
+    from mt.compare.report import csv_text
+    from mt.evaluate import score_translations
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(50)]
+    refs = [" ".join(rng.choice(words, 8)) for _ in range(60)]
+    worse = [" ".join(r.split()[:3]) for r in refs]  # a far worse system
+    tatoeba_refs = [f"satz {i} ist kurz ." for i in range(20)]
+    bleu = {name: score_translations(hyps, refs)["bleu"] for name, hyps in (("good", refs), ("bad", worse))}
+    fake_run(tmp_path, "alone", ["data=multi30k"], test_bleu=bleu["good"], outputs={"": (refs, refs)})
+    per_corpus = {"multi30k": {"test_bleu": bleu["bad"]}, "tatoeba": {"test_bleu": 100.0}}
+    fake_run(
+        tmp_path, "mixed", ["data=multi30k_tatoeba"], test_bleu=(bleu["bad"] + 100) / 2, test_corpora=per_corpus,
+        outputs={"multi30k": (worse, refs), "tatoeba": (tatoeba_refs, tatoeba_refs)},
+    )  # fmt: skip
+    result = compare([tmp_path], n_samples=200)
+    rows = {row[1]: dict(zip(result.header, row)) for row in result.rows}
+    assert rows["alone"]["multi30k p"] == "best" and rows["alone"]["p"] == "best"
+    assert rows["mixed"]["multi30k p"].endswith(" *")  # significantly below Multi30k alone
+    assert rows["mixed"]["tatoeba p"] == "-" and rows["mixed"]["p"] == "-"  # nothing to test against
+    mixed = next(run for run in result.runs if run.name == "mixed")
+    assert mixed.corpus_baselines["multi30k"] == "alone" and mixed.corpus_p_values["multi30k"] < 0.05
+    records = {line.split(",")[0]: line for line in csv_text(result.runs, result.params).splitlines()[1:]}
+    assert records["mixed"].count(",,") >= 1 and f"{mixed.corpus_p_values['multi30k']:.4f}" in records["mixed"]
 
 
 def test_evaluate_reads_each_corpus_or_the_one_named(tmp_path):

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         folders = args.folders or [latest_sweep()]
         result = compare(folders, n_samples=args.bootstrap, significance=args.bootstrap > 0)
         print(result.table, end="")
+        if result.ranked_by != "test BLEU":
+            print(f"ranked by {result.ranked_by}", file=sys.stderr)
         if args.no_files:
             return
         out = args.out or folders[0]

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mt.compare.runs import SIGNIFICANCE_LEVEL, Run, add_significance, differing_params, find_runs, sort_runs
+from mt.compare.runs import (
+    SIGNIFICANCE_LEVEL,
+    Run,
+    add_significance,
+    differing_params,
+    find_runs,
+    ranking,
+    sort_runs,
+)
 
 MAX_PANELS = 6
 
@@ -48,12 +56,14 @@ def _fmt_count(value: Any) -> str:
     return str(int(value))
 
 
-def _fmt_p(run: Run) -> str:
-    if run.baseline == "best":
+def _fmt_p(run: Run, corpus: str | None = None) -> str:
+    """The p column (the run's test set), or with `corpus` the `NAME p` column of that corpus."""
+    p_value, baseline = (run.p_value, run.baseline) if corpus is None else run.corpus_p(corpus)
+    if baseline == "best":
         return "best"
-    if run.p_value is None:
+    if p_value is None:
         return "-"
-    return f"{run.p_value:.3f}{' *' if run.significant else ''}"
+    return f"{p_value:.3f}{' *' if p_value < SIGNIFICANCE_LEVEL else ''}"
 
 
 METRIC_COLUMNS = ["BLEU", "p", "chrF", "valid BLEU", "AER", "valid loss", "params", "steps", "min", "tok/s", "status"]
@@ -69,12 +79,13 @@ def _fmt_percent(value: float | None) -> str:
 
 
 def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows (runs already sorted); a `NAME BLEU` column per corpus where some
-    run trained on several (data.corpora)."""
+    """Header and formatted rows (runs already sorted); `NAME BLEU` and `NAME p` columns per corpus
+    where some run trained on several (data.corpora)."""
     aer = has_aer(runs)
     corpora = test_corpora(runs)
     metrics = [c for c in METRIC_COLUMNS if aer or c != "AER"]
-    metrics[metrics.index("chrF") + 1 : metrics.index("chrF") + 1] = [f"{name} BLEU" for name in corpora]
+    per_corpus = [column for name in corpora for column in (f"{name} BLEU", f"{name} p")]
+    metrics[metrics.index("chrF") + 1 : metrics.index("chrF") + 1] = per_corpus
     header = ["#", "run", *params, *metrics]
     rows = []
     for rank, run in enumerate(runs, start=1):
@@ -87,7 +98,7 @@ def table_rows(runs: list[Run], params: list[str]) -> tuple[list[str], list[list
                 _fmt_num(m.get("test_bleu")),
                 _fmt_p(run),
                 _fmt_num(m.get("test_chrf")),
-                *[_fmt_num(run.corpus_bleu(name)) for name in corpora],
+                *[cell for name in corpora for cell in (_fmt_num(run.corpus_bleu(name)), _fmt_p(run, name))],
                 _fmt_num(m.get("best_valid_bleu")),
                 *([_fmt_percent(run.aer)] if aer else []),
                 _fmt_num(m.get("valid_loss"), 3),
@@ -146,6 +157,7 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
             *params,
             *metric_keys,
             *[f"test_bleu.{name}" for name in corpora],
+            *[f"p_value.{name}" for name in corpora],
             *(["valid_aer"] if aer else []),
             "p_value",
             "baseline",
@@ -160,6 +172,7 @@ def csv_text(runs: list[Run], params: list[str]) -> str:
                 *[_fmt_value(run.params.get(p)) if run.params else "" for p in params],
                 *["" if run.metrics.get(k) is None else run.metrics.get(k) for k in metric_keys],
                 *["" if run.corpus_bleu(name) is None else run.corpus_bleu(name) for name in corpora],
+                *["" if run.corpus_p(name)[0] is None else f"{run.corpus_p(name)[0]:.4f}" for name in corpora],
                 *(["" if run.aer is None else run.aer] if aer else []),
                 "" if run.p_value is None else f"{run.p_value:.4f}",
                 run.baseline,
@@ -225,6 +238,7 @@ class Comparison:
     header: list[str]
     rows: list[list[str]]
     signature: str
+    ranked_by: str = "test BLEU"  # what orders the rows (mt.compare.runs.ranking)
 
     @property
     def table(self) -> str:
@@ -234,10 +248,11 @@ class Comparison:
 def compare(folders: list[Path], n_samples: int = 1000, significance: bool = True) -> Comparison:
     runs = find_runs(folders)
     signature = add_significance(runs, n_samples) if significance else ""
-    runs = sort_runs(runs)
+    corpus, ranked_by = ranking(runs)
+    runs = sort_runs(runs, corpus)
     params = differing_params(runs)
     header, rows = table_rows(runs, params)
-    return Comparison(runs, params, header, rows, signature)
+    return Comparison(runs, params, header, rows, signature, ranked_by)
 
 
 def markdown_report(result: Comparison, folders: list[Path], command: str) -> str:
@@ -247,6 +262,8 @@ def markdown_report(result: Comparison, folders: list[Path], command: str) -> st
         "",
         f"Folders: {', '.join(f'`{f}`' for f in folders)}  ",
         f"Command: `{command}`",
+        "",
+        f"Ranked by {result.ranked_by}.",
         "",
         result.table,
         "",
@@ -270,6 +287,12 @@ def markdown_report(result: Comparison, folders: list[Path], command: str) -> st
         f"`p`: paired bootstrap resampling p-value of the test BLEU difference to the best run with "
         f"identical test references; `*` marks a significant difference (p < {SIGNIFICANCE_LEVEL}); "
         "`-`: not testable (no test output, or no other run with the same references)."
+        + (
+            " `NAME p`: the same for each corpus's test set, a run on several corpora tested on that corpus "
+            "against the runs with the same references (a run on that corpus alone among them)."
+            if corpora
+            else ""
+        )
     )
     signatures = sorted({r.metrics.get("bleu_signature") for r in result.runs if r.metrics.get("bleu_signature")})
     if signatures:

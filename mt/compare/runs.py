@@ -7,13 +7,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mt.config import NOT_HYPERPARAMETERS
+from mt.config import NOT_HYPERPARAMETERS, CorpusConfig
 from mt.errors import UserError
 from mt.paths import SWEEP_ROOT
+from mt.rundir import RunDir
 from mt.runlog import RunMetrics, read_metrics
 
 # Folders inside a run that never hold another run.
@@ -35,6 +36,9 @@ class Run:
     params: dict[str, Any] = field(default_factory=dict)
     p_value: float | None = None  # paired bootstrap against the best run with the same references
     baseline: str = ""  # "best" for the best run of its reference group, "" where not testable
+    # The same per corpus of a run on several corpora (its test.NAME.hyp.txt), by corpus name.
+    corpus_p_values: dict[str, float] = field(default_factory=dict)
+    corpus_baselines: dict[str, str] = field(default_factory=dict)
 
     @property
     def bleu(self) -> float | None:
@@ -50,6 +54,24 @@ class Run:
             finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             return float(value) if finite else None
         return self.bleu if self.params.get("data.name") == corpus else None
+
+    def corpus_p(self, corpus: str) -> tuple[float | None, str]:
+        """(p-value, baseline) of the test on one corpus, like corpus_bleu."""
+        if self.metrics.get("test_corpora"):
+            return self.corpus_p_values.get(corpus), self.corpus_baselines.get(corpus, "")
+        if self.params.get("data.name") == corpus:
+            return self.p_value, self.baseline
+        return None, ""
+
+    def test_sets(self) -> list[tuple[str, float | None, Path, Path]]:
+        """(corpus, test BLEU, hypotheses, references) of each test set the run wrote: test.hyp.txt
+        ("" for the corpus) of a one-corpus run, test.NAME.hyp.txt of each corpus of a run on several."""
+        paths = RunDir(self.path)
+        per_corpus = self.metrics.get("test_corpora") or {}
+        if per_corpus:
+            return [(name, self.corpus_bleu(name), paths.test_output("hyp", name), paths.test_output("ref", name))
+                    for name in per_corpus]  # fmt: skip
+        return [("", self.bleu, paths.test_output("hyp"), paths.test_output("ref"))]
 
     @property
     def aer(self) -> float | None:
@@ -182,15 +204,26 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+# The settings of one corpus: at the top of data (a one-corpus run) or in data.corpora.NAME.
+CORPUS_KEYS = frozenset(f.name for f in fields(CorpusConfig)) - {"name"}
+
+
+def is_corpus_key(key: str) -> bool:
+    """data.corpora.NAME.* or a top-level corpus setting (data.dir, data.format, data.held_out.seed ...)."""
+    parts = key.split(".")
+    return parts[0] == "data" and len(parts) > 1 and (parts[1] == "corpora" or parts[1] in CORPUS_KEYS)
+
+
 def differing_params(runs: list[Run]) -> list[str]:
     """Flattened config keys whose value is not the same in every run that has a config."""
     with_config = [r for r in runs if r.params]
     keys = sorted({k for r in with_config for k in r.params} - NOT_HYPERPARAMETERS)
 
     def values(key: str) -> set[str]:
-        # A corpus's settings (data.corpora.NAME.*) differ only between runs that have that corpus:
-        # against a one-corpus run, data.name tells the difference.
-        having = [r for r in with_config if key in r.params] if key.startswith("data.corpora.") else with_config
+        # A corpus's settings (data.corpora.NAME.*, and data.dir, data.format, data.train ... of a
+        # one-corpus run, which a run on several corpora does not have) differ only between runs
+        # that have them: between the two kinds, data.name tells the difference.
+        having = [r for r in with_config if key in r.params] if is_corpus_key(key) else with_config
         return {_key(r.params.get(key)) for r in having}
 
     differing = [k for k in keys if len(values(k)) > 1]
@@ -198,9 +231,37 @@ def differing_params(runs: list[Run]) -> list[str]:
     return sorted(differing, key=lambda k: (group_order.get(k.split(".")[0], 9), k))
 
 
-def sort_runs(runs: list[Run]) -> list[Run]:
-    """Best test BLEU first; runs without a test BLEU after, by status, then by name."""
-    return sorted(runs, key=lambda r: (r.bleu is None, -(r.bleu or 0.0), STATUS_ORDER.get(r.status, 5), r.name))
+def ranking(runs: list[Run]) -> tuple[str, str]:
+    """What ranks the runs: ("", why) for the test BLEU column, or (corpus, why) for that corpus's
+    column. The BLEU of a run on several corpora is the mean over its corpora; ranking it against
+    a one-corpus run's BLEU would compare different test sets, so when the runs mix the two (or
+    runs on different corpora) they are ranked by the first corpus every scored run was tested on.
+    If they share none, by test BLEU all the same, and `why` says that the scores differ in kind."""
+    scored = [r for r in runs if r.bleu is not None]
+    kinds = {tuple(r.metrics.get("test_corpora") or {}) or ("=", str(r.params.get("data.name"))) for r in scored}
+    if len(kinds) <= 1:
+        return "", "test BLEU"
+    corpora = list(dict.fromkeys(name for r in scored for name in r.metrics.get("test_corpora") or {}))
+    if not corpora:  # one-corpus runs only
+        return "", "test BLEU"
+    for name in corpora:
+        if all(r.corpus_bleu(name) is not None for r in scored):
+            why = f"`{name} BLEU`: the test set every run was scored on"
+            why += " (`BLEU` of a run on several corpora is their mean)"
+            return name, why
+    return "", (
+        "test BLEU, which here mixes means over several corpora with one-corpus scores "
+        "(no test set is common to all runs): compare the per-corpus columns"
+    )
+
+
+def sort_runs(runs: list[Run], corpus: str = "") -> list[Run]:
+    """Best test BLEU (or `corpus`'s test BLEU) first; runs without it after, by status, then by name."""
+
+    def score(r: Run) -> float | None:
+        return r.corpus_bleu(corpus) if corpus else r.bleu
+
+    return sorted(runs, key=lambda r: (score(r) is None, -(score(r) or 0.0), STATUS_ORDER.get(r.status, 5), r.name))
 
 
 def _read_lines(path: Path) -> list[str] | None:
@@ -214,35 +275,46 @@ def _read_lines(path: Path) -> list[str] | None:
 
 
 def add_significance(runs: list[Run], n_samples: int = 1000) -> str:
-    """Paired bootstrap resampling of each run's test BLEU against the best run with identical references.
+    """Paired bootstrap resampling of each test set's BLEU against the best run with identical references.
 
-    Sets Run.p_value / Run.baseline; returns the test's sacreBLEU signature ("" if nothing was tested).
+    Every test set a run wrote is tested (Run.test_sets: test.hyp.txt, or test.NAME.hyp.txt per
+    corpus), grouped by a digest of its references: a run on Multi30k alone and the Multi30k part
+    of a mixed run are tested against each other. Sets Run.p_value / Run.baseline (a one-corpus
+    run's test set) and Run.corpus_p_values / corpus_baselines (per corpus of a run on several);
+    returns the test's sacreBLEU signature ("" if nothing was tested).
     """
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
 
-    groups: dict[str, list[tuple[Run, list[str], list[str]]]] = {}
+    groups: dict[str, list[tuple[Run, str, float, list[str], list[str]]]] = {}
     for run in runs:
-        if run.bleu is None:
-            continue
-        hyps, refs = _read_lines(run.path / "test.hyp.txt"), _read_lines(run.path / "test.ref.txt")
-        if hyps is None or refs is None or len(hyps) != len(refs) or not refs:
-            continue
-        digest = hashlib.sha256("\n".join(refs).encode("utf-8")).hexdigest()
-        groups.setdefault(digest, []).append((run, hyps, refs))
+        for corpus, bleu, hyp_path, ref_path in run.test_sets():
+            hyps, refs = _read_lines(hyp_path), _read_lines(ref_path)
+            if bleu is None or hyps is None or refs is None or len(hyps) != len(refs) or not refs:
+                continue
+            digest = hashlib.sha256("\n".join(refs).encode("utf-8")).hexdigest()
+            groups.setdefault(digest, []).append((run, corpus, bleu, hyps, refs))
+
+    def record(run: Run, corpus: str, p_value: float | None, baseline: str) -> None:
+        if corpus:
+            if p_value is not None:
+                run.corpus_p_values[corpus] = p_value
+            run.corpus_baselines[corpus] = baseline
+        else:
+            run.p_value, run.baseline = p_value, baseline
+
     signature = ""
     for members in groups.values():
-        members.sort(key=lambda m: -(m[0].bleu or 0.0))
+        members.sort(key=lambda m: -m[2])
         if len(members) < 2:  # nothing to test against
             continue
-        best = members[0][0]
-        best.baseline = "best"
-        refs = members[0][2]
-        systems = [(m[0].name, m[1]) for m in members]
+        best, best_corpus, _, _, refs = members[0]
+        record(best, best_corpus, None, "best")
+        label = f"{best.name}:{best_corpus}" if best_corpus else best.name
+        systems = [(f"{m[0].name}:{m[1]}" if m[1] else m[0].name, m[3]) for m in members]
         test = PairedTest(systems, {"BLEU": BLEU()}, references=[refs], test_type="bs", n_samples=n_samples)
         sigs, scores = test()
-        for (run, _, _), result in zip(members[1:], scores["BLEU"][1:]):
-            run.p_value = float(result.p_value)
-            run.baseline = best.name
+        for (run, corpus, _, _, _), result in zip(members[1:], scores["BLEU"][1:]):
+            record(run, corpus, float(result.p_value), label)
         signature = str(sigs["BLEU"])
     return signature

@@ -151,7 +151,9 @@ def main() -> None:
     args = p.parse_args()
     if min(args.steps, args.block) < 1 or args.warmup < 0:
         p.error("--steps and --block must be >= 1, --warmup >= 0")
-    overrides = ["data.dir=data/multi30k", "train.progress=false", *args.set]
+    # data/multi30k (`make data`) for Multi30k; another data=NAME finds its corpora's folders itself
+    other_data = any(o.startswith("data=") and o != "data=multi30k" for o in args.set)
+    overrides = [*([] if other_data else ["data.dir=data/multi30k"]), "train.progress=false", *args.set]
     with exit_on_user_error("bench_train"):
         cfg = compose_config(overrides)
         trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))

@@ -123,8 +123,9 @@ class CorpusConfig:
     hf_config: str = ""  # hub config, e.g. iwslt2017-de-en
     # tsv: language -> 0-based column (e.g. {en: 0, de: 1}); other columns (attribution) are ignored.
     columns: dict[str, int] = field(default_factory=dict)
-    # tsv: a bad line (another number of columns than line 1, or an empty side) is an error naming
-    # file:line; otherwise such lines are skipped and counted in one log line.
+    # tsv: a bad line (another number of columns than the header line's, or without a header than
+    # most lines', or an empty side) is an error naming file:line; otherwise such lines are
+    # skipped and counted in one log line.
     strict: bool = False
     header: bool = False  # tsv: the first line of each file labels the columns (not a pair)
     held_out: HeldOutConfig = field(default_factory=lambda: HeldOutConfig())

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
@@ -140,24 +141,30 @@ def _tsv_rows(
 ) -> Iterator[dict[str, str]]:
     """Rows {"src", "tgt", "bad"} of tab-separated files; `bad` is "" or "file:line: what is wrong".
 
-    A line is bad if it has another number of columns than the file's first complete line (a stray
-    tab shifts the columns) or too few for `columns` (source, target), or an empty side. Strict:
-    the first bad line is a UserError. With `header`, each file's first line is skipped. Each
-    entry of `files`: the path, then its size and modification time, which only make the datasets
-    cache key follow the file.
+    A line is bad if it has another number of columns than the file's (a stray tab shifts the
+    columns), or an empty side. The file's number of columns: that of its header line with
+    `header` (the line is skipped), else the most common one among its lines (a first pass over
+    the file), so one odd line anywhere, the first included, is the only bad one. A file whose
+    lines have fewer columns than `columns` (source, target) needs is an error. Strict: the first
+    bad line is a UserError. Each entry of `files`: the path, then its size and modification time,
+    which only make the datasets cache key follow the file.
     """
     need = max(columns) + 1
     for name, *_stamps in files:
-        path, expected = Path(name), None
+        path = Path(name)
+        expected = _tsv_width(path, header)
+        if expected is not None and expected < need:
+            what = "its header line has" if header else "most of its lines have"
+            raise UserError(
+                f"{path}: {what} {expected} tab-separated columns; data.columns names column {need - 1} (0-based)"
+            )
         for number, line in enumerate(iter_lines(path), start=1):
             if header and number == 1:
                 continue
             cells = line.split("\t")
-            if expected is None and len(cells) >= need:
-                expected = len(cells)
             problem = ""
-            if len(cells) != (expected or need):
-                problem = f"wrong number of columns: {len(cells)}, expected {expected or need}"
+            if len(cells) != expected:
+                problem = f"wrong number of columns: {len(cells)}, expected {expected}"
             else:
                 empty = [lang for lang, col in zip(langs, columns) if not cells[col].strip()]
                 problem = f"empty {' and '.join(empty)} side" if empty else ""
@@ -165,6 +172,18 @@ def _tsv_rows(
                 raise UserError(f"{path}:{number}: {problem} (data strict: true; false skips and counts bad lines)")
             src, tgt = (cells[columns[0]], cells[columns[1]]) if not problem else ("", "")
             yield {"src": src, "tgt": tgt, "bad": f"{path.name}:{number}: {problem}" if problem else ""}
+
+
+def _tsv_width(path: Path, header: bool) -> int | None:
+    """The number of columns of a TSV file: its header line's, else the most common (ties: the
+    widest); None for an empty file."""
+    if header:
+        lines = iter_lines(path)
+        first = next(lines, None)
+        lines.close()
+        return None if first is None else first.count("\t") + 1
+    widths = Counter(line.count("\t") + 1 for line in iter_lines(path))
+    return max(widths, key=lambda width: (widths[width], width)) if widths else None
 
 
 def load_tsv_split(cfg: DataConfig, corpus: CorpusConfig, stems: list[str]) -> datasets.Dataset:

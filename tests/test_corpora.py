@@ -66,6 +66,29 @@ def test_tsv_bad_lines_are_skipped_and_counted_in_one_log_line(tmp_path, caplog)
     assert "first: pairs.tsv.gz:3: wrong number of columns: 4, expected 3" in warnings[0]
 
 
+def test_tsv_a_stray_tab_on_the_first_line_makes_only_that_line_bad(tmp_path, caplog):
+    """The number of columns is the most common one (no header), not the first line's."""
+    write_tsv(tmp_path / "pairs.tsv.gz", ["Hi.\tHallo!\tCC #1\tstray", *GOOD[1:], "Stop!\tHalt!\tCC #4"])
+    with caplog.at_level(logging.WARNING, logger="mt.data"):
+        train = load_corpus(tsv_config(tmp_path), tsv_config(tmp_path))["train"]
+    assert train["src"] == ["Run!", "Go.", "Stop!"]
+    assert (
+        "skipped 1 bad lines" in caplog.text and "pairs.tsv.gz:1: wrong number of columns: 4, expected 3" in caplog.text
+    )
+
+
+def test_tsv_with_a_header_takes_the_number_of_columns_from_it(tmp_path):
+    (tmp_path / "pairs.tsv").write_text("en\tde\tsource\nHi.\tHallo!\tCC\tstray\nRun!\tLauf!\tCC\nGo.\tGeh.\tCC\n")
+    cfg = tsv_config(tmp_path, header=True)
+    assert load_corpus(cfg, cfg)["train"]["src"] == ["Run!", "Go."]
+    cfg.strict = True
+    with pytest.raises(UserError, match=r"pairs\.tsv:2: wrong number of columns: 4, expected 3"):
+        load_corpus(cfg, cfg)
+    (tmp_path / "pairs.tsv").write_text("en\nHi.\tHallo!\n")  # the header names too few columns
+    with pytest.raises(UserError, match=r"pairs\.tsv: its header line has 1 tab-separated columns"):
+        load_corpus(cfg, cfg)
+
+
 def test_tsv_strict_names_file_and_line(tmp_path):
     write_tsv(tmp_path / "pairs.tsv.gz", [GOOD[0], "Empty.\t\tCC", GOOD[1]])
     cfg = tsv_config(tmp_path, strict=True)
@@ -284,6 +307,9 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
         assert set(per) == {"toy", "tab"}
         assert set(per["tab"]) == {"valid_loss", "valid_ppl", "valid_bleu", "valid_chrf"}
         assert record["valid_bleu"] == pytest.approx((per["toy"]["valid_bleu"] + per["tab"]["valid_bleu"]) / 2)
+        assert record["valid_chrf"] == pytest.approx((per["toy"]["valid_chrf"] + per["tab"]["valid_chrf"]) / 2)
+        # (4 updates: the greedy validation output is still empty, chrF 0; the made-up-score tests
+        # above check the mean with non-zero values, and the test split's chrF below is non-zero)
     assert set(metrics["test_corpora"]) == {"toy", "tab"}
     for name, sentences in (("toy", 30), ("tab", 6)):
         test = metrics["test_corpora"][name]
@@ -293,7 +319,75 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
     assert metrics["test_bleu"] == pytest.approx(
         (metrics["test_corpora"]["toy"]["test_bleu"] + metrics["test_corpora"]["tab"]["test_bleu"]) / 2
     )
+    chrfs = [metrics["test_corpora"][name]["test_chrf"] for name in ("toy", "tab")]
+    assert max(chrfs) > 0 and metrics["test_chrf"] == pytest.approx(sum(chrfs) / 2)  # beam search: toy > 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_corpora"] == metrics["test_corpora"]
+
+
+def decoded(bleu: float, chrf: float, text: list[str], seconds: float = 1.0):
+    from mt.validation import Decoded
+
+    signatures = {"bleu_signature": "nrefs:1|bleu", "chrf_signature": "nrefs:1|chrf"}
+    return Decoded(text, {"bleu": bleu, "chrf": chrf, **signatures}, seconds)
+
+
+def test_combined_scores_are_the_mean_of_the_corpora_whatever_their_sizes():
+    from mt.validation import combined, corpora_test_results
+
+    one = decoded(30.0, 50.0, ["a", "b", "c"], 2.0)
+    assert combined({"multi30k": one}) is one
+    both = combined({"multi30k": one, "tatoeba": decoded(10.0, 40.0, ["d"], 0.5)})
+    assert (both.scores["bleu"], both.scores["chrf"]) == (20.0, 45.0)  # not weighted by 3 : 1 sentences
+    assert both.text == ["a", "b", "c", "d"] and both.seconds == 2.5
+    assert both.scores["bleu_signature"] == "nrefs:1|bleu"
+    results = corpora_test_results({"m": one, "t": decoded(12.0, 30.0, ["d"])}, {"m": 3, "t": 1})
+    assert (results["test_bleu"], results["test_chrf"]) == (21.0, 40.0)
+    assert results["test_corpora"]["t"]["test_bleu"] == 12.0 and results["test_corpora"]["m"]["sentences"] == 3
+
+
+def test_best_checkpoint_follows_the_mean_when_one_corpus_rises_and_the_other_falls_more(tmp_path, monkeypatch):
+    """Validation scores made up per step: toy rises 20 -> 25 -> 30 while tab falls 40 -> 30 -> 34.
+    Means: 30, 27.5, 32. best_step stays at the first validation through the second (toy alone
+    would have moved it), best.pt is not rewritten then, and moves to the third."""
+    import mt.plot
+    from mt.train import Trainer
+
+    cfg = toy_config(tmp_path, max_steps=4, eval_every=2, valid_max_sentences=5)
+    cfg.data = two_corpora(tmp_path)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.setup()
+    monkeypatch.setattr(mt.plot, "validation_figures", lambda *args, **kwargs: [])
+    monkeypatch.setattr("mt.validation.validation_loss", lambda *args: 1.0)
+    scores = {"toy": [20.0, 25.0, 30.0], "tab": [40.0, 30.0, 34.0]}
+    splits = trainer._valid_splits()
+    names = {id(split): name for name, split in splits.items()}
+    monkeypatch.setattr(trainer, "_valid_splits", lambda: splits)
+    call = {"toy": 0, "tab": 0}
+
+    def fake_greedy(split):
+        name = names[id(split)]
+        bleu = scores[name][call[name]]
+        call[name] += 1
+        return decoded(bleu, bleu + 10, ["x"] * len(split))
+
+    monkeypatch.setattr(trainer, "_greedy", fake_greedy)
+    best_pt = trainer.paths.best
+    for step, (best_step, best_bleu) in zip((2, 4, 6), ((2, 30.0), (2, 30.0), (6, 32.0))):
+        trainer.state.step = step
+        trainer.validate()
+        assert (trainer.state.best_step, trainer.state.best_bleu) == (best_step, best_bleu)
+        assert ckpt_train_step(best_pt) == best_step
+    record = trainer.state.history[1]
+    assert record["valid_bleu"] == 27.5 and record["valid_chrf"] == 37.5
+    assert record["corpora"]["toy"]["valid_bleu"] == 25.0 and record["corpora"]["tab"]["valid_chrf"] == 40.0
+    metrics = json.loads(trainer.paths.metrics.read_text())
+    assert metrics["best_step"] == 6 and [r["valid_bleu"] for r in metrics["history"]] == [30.0, 27.5, 32.0]
+
+
+def ckpt_train_step(path) -> int:
+    from mt.checkpoint import read
+
+    return read(path)["train_state"]["best_step"]
 
 
 def fake_run(root, name: str, overrides: list[str], outputs: dict[str, tuple[list[str], list[str]]] = (), **scores):

@@ -125,7 +125,26 @@ def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[st
     config = metrics.get("config") or {}
     rows: list[tuple[str, Any]] = []
     tested = metrics.get("tested_checkpoint", "best.pt")
-    if "test_bleu" in metrics and checkpoint.name == tested:
+    per_corpus = metrics.get("test_corpora") or {}
+    if "test_bleu" in metrics and checkpoint.name == tested and per_corpus:  # several corpora: each, then the mean
+        decode = config.get("decode") or {}
+        how = f"beam {decode.get('beam_size', '?')}, length penalty {decode.get('length_penalty', '?')}"
+        corpora = (config.get("data") or {}).get("corpora") or {}
+        for name, scores in per_corpus.items():
+            split = ",".join((corpora.get(name) or {}).get("test") or []) or "held-out test"
+            which = f"{name}: {split}, {scores.get('sentences', '?')} sentences"
+            rows.append(
+                (f"test BLEU ({which}, {how})", f"{scores['test_bleu']:.2f} `{scores.get('bleu_signature', '')}`")
+            )
+            rows.append((f"test chrF ({name})", f"{scores['test_chrf']:.2f} `{scores.get('chrf_signature', '')}`"))
+        names = ", ".join(per_corpus)
+        rows.append(
+            (
+                f"test BLEU / chrF, mean of the corpora ({names})",
+                f"{metrics['test_bleu']:.2f} / {metrics['test_chrf']:.2f}",
+            )
+        )
+    elif "test_bleu" in metrics and checkpoint.name == tested:
         decode = config.get("decode") or {}
         split = ",".join((config.get("data") or {}).get("test") or ["test"])
         how = f"beam {decode.get('beam_size', '?')}, length penalty {decode.get('length_penalty', '?')}"
@@ -140,7 +159,10 @@ def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[st
         valid = (config.get("train") or {}).get("valid_max_sentences")
         subset = f"first {valid} sentences" if valid else "whole split"
         step = record["step"]
-        rows.append((f"validation BLEU / chrF at update {step} (greedy, {subset})", _pair(record)))
+        for name, entry in (record.get("corpora") or {}).items():
+            rows.append((f"validation BLEU / chrF at update {step}, {name} (greedy, {subset})", _pair(entry)))
+        mean = ", mean of the corpora" if record.get("corpora") else ""
+        rows.append((f"validation BLEU / chrF at update {step}{mean} (greedy, {subset})", _pair(record)))
         if "valid_aer" in record:
             gold = ((config.get("data") or {}).get("align_gold") or {}).get("links") or "the run's gold set"
             rows.append((f"alignment error rate at update {step} ({gold})", f"{100 * record['valid_aer']:.1f} %"))

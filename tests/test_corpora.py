@@ -554,3 +554,30 @@ def replace_seed(cfg: DataConfig, seed: int) -> DataConfig:
     from dataclasses import replace
 
     return replace(cfg, held_out=HeldOutConfig(**{**cfg.held_out.__dict__, "seed": seed}))
+
+
+def test_model_card_shows_each_corpus_and_labels_the_mean():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mt.model_card import RunFiles, _results_section
+
+    corpora = {"multi30k": {"test": ["test_2016_flickr"]}, "tatoeba": {"test": []}}
+    config = {
+        "data": {"name": "multi30k_tatoeba", "corpora": corpora},
+        "decode": {"beam_size": 4, "length_penalty": 0.6},
+    }
+    per_corpus = {
+        "multi30k": {"test_bleu": 33.1, "test_chrf": 60.2, "sentences": 1000, "bleu_signature": "sig"},
+        "tatoeba": {"test_bleu": 41.7, "test_chrf": 62.0, "sentences": 1369, "bleu_signature": "sig"},
+    }
+    valid = {"multi30k": {"valid_bleu": 28.0, "valid_chrf": 54.0}, "tatoeba": {"valid_bleu": 32.0, "valid_chrf": 56.0}}
+    history = [{"step": 4, "valid_bleu": 30.0, "valid_chrf": 55.0, "corpora": valid}]
+    metrics = {"config": config, "test_bleu": 37.4, "test_chrf": 61.1, "test_corpora": per_corpus, "history": history}
+    loaded = SimpleNamespace(ckpt={"train_state": {"step": 4}})
+    text = "\n".join(_results_section(loaded, Path("best.pt"), RunFiles(None, metrics)))
+    assert "multi30k: test_2016_flickr, 1000 sentences, beam 4" in text and "33.10" in text
+    assert "tatoeba: held-out test, 1369 sentences" in text and "41.70" in text
+    assert "mean of the corpora (multi30k, tatoeba) | 37.40 / 61.10" in text
+    assert "update 4, tatoeba (greedy" in text and "update 4, mean of the corpora (greedy" in text
+    assert "test BLEU (test," not in text  # no unlabelled row

@@ -137,7 +137,12 @@ def _tsv_file(directory: Path, stem: str) -> Path:
 
 
 def _tsv_rows(
-    files: list[tuple[str, int, int]], columns: tuple[int, int], langs: tuple[str, str], strict: bool, header: bool
+    files: list[tuple[str, int, int]],
+    columns: tuple[int, int],
+    langs: tuple[str, str],
+    strict: bool,
+    header: bool,
+    setting: str = "data.strict",
 ) -> Iterator[dict[str, str]]:
     """Rows {"src", "tgt", "bad"} of tab-separated files; `bad` is "" or "file:line: what is wrong".
 
@@ -146,8 +151,9 @@ def _tsv_rows(
     `header` (the line is skipped), else the most common one among its lines (a first pass over
     the file), so one odd line anywhere, the first included, is the only bad one. A file whose
     lines have fewer columns than `columns` (source, target) needs is an error. Strict: the first
-    bad line is a UserError. Each entry of `files`: the path, then its size and modification time,
-    which only make the datasets cache key follow the file.
+    bad line is a UserError that names the `setting` (data.strict, or data.corpora.NAME.strict).
+    Each entry of `files`: the path, then its size and modification time, which only make the
+    datasets cache key follow the file.
     """
     need = max(columns) + 1
     for name, *_stamps in files:
@@ -169,7 +175,7 @@ def _tsv_rows(
                 empty = [lang for lang, col in zip(langs, columns) if not cells[col].strip()]
                 problem = f"empty {' and '.join(empty)} side" if empty else ""
             if problem and strict:
-                raise UserError(f"{path}:{number}: {problem} (data strict: true; false skips and counts bad lines)")
+                raise UserError(f"{path}:{number}: {problem} ({setting}=true; false skips and counts bad lines)")
             src, tgt = (cells[columns[0]], cells[columns[1]]) if not problem else ("", "")
             yield {"src": src, "tgt": tgt, "bad": f"{path.name}:{number}: {problem}" if problem else ""}
 
@@ -193,7 +199,9 @@ def load_tsv_split(cfg: DataConfig, corpus: CorpusConfig, stems: list[str]) -> d
     files = [(str(path), *_stamp(path)) for path in (_tsv_file(directory, stem) for stem in stems)]
     columns = (corpus.columns[cfg.src_lang], corpus.columns[cfg.tgt_lang])  # tuples: `files` is the only list
     langs = (cfg.src_lang, cfg.tgt_lang)
+    setting = "data.strict" if corpus is cfg else f"data.corpora.{corpus.name}.strict"
     gen_kwargs = {"files": files, "columns": columns, "langs": langs, "strict": corpus.strict, "header": corpus.header}
+    gen_kwargs["setting"] = setting
     ds = _arrow_from_rows(cfg, _tsv_rows, gen_kwargs, TSV_FEATURES, in_memory=not cfg.cache_dir)
     bad = pc.not_equal(ds.data.column("bad"), "")
     n_bad = pc.sum(bad).as_py() or 0

@@ -95,8 +95,13 @@ def test_tsv_strict_names_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"pairs\.tsv\.gz:2: empty de side"):
         load_corpus(cfg, cfg)
     cfg.cache_dir = ""  # the same without the Arrow cache
-    with pytest.raises(UserError, match=r"pairs\.tsv\.gz:2: empty de side"):
+    with pytest.raises(UserError, match=r"pairs\.tsv\.gz:2: empty de side \(data\.strict=true;"):
         load_corpus(cfg, cfg)
+    corpus = CorpusConfig(**{f: getattr(cfg, f) for f in ("format", "dir", "columns", "train", "valid", "test")})
+    mix = DataConfig(name="mix", corpora={"tab": corpus}, cache_dir="")
+    mix.corpora["tab"].strict = True
+    with pytest.raises(UserError, match=r"empty de side \(data\.corpora\.tab\.strict=true;"):
+        load_corpus(mix, mix.corpus_list()[0])
 
 
 def test_tsv_strict_error_is_one_line_at_the_cli(tmp_path):
@@ -111,7 +116,7 @@ def test_tsv_strict_error_is_one_line_at_the_cli(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"mt.data: error: {tmp_path}/pairs.tsv.gz:2: wrong number of columns: 1, expected 3 "
-        "(data strict: true; false skips and counts bad lines)"
+        "(data.strict=true; false skips and counts bad lines)"
     ]
 
 

@@ -63,7 +63,14 @@ def main() -> None:
             )
 
     # Statistics only: no run directory, no log files.
-    quiet = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    # (configs/config.yaml sets job_logging itself: its file handler is dropped here, or it writes data_stats.log.)
+    quiet = [
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+        "hydra/hydra_logging=none",
+        "hydra.job_logging.root.handlers=[console]",
+        "~hydra.job_logging.handlers.file",
+    ]
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):  # Hydra's page would describe mt.train
         print(DATA_HELP, end="")
         return

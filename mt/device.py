@@ -1,6 +1,11 @@
-"""Device choice shared by every command: auto (CUDA when present), cpu or cuda."""
+"""Device choice shared by every command: auto (CUDA when present), cpu or cuda; what CPU this is
+(for the benchmarks' records)."""
 
 from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
 
 import torch
 
@@ -38,3 +43,33 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, limit))
     except (OSError, AttributeError):
         return False
+
+
+# CPU features that decide how fast bf16 matmuls can be (AVX512-BF16, AMX)
+CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name and which of CPU_FLAGS it has, from /proc/cpuinfo (Linux), else lscpu;
+    the model name falls back to platform.processor() / platform.machine() elsewhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            try:
+                cpuinfo = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.SubprocessError):
+                cpuinfo = ""
+    model, flags = "", None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and flags is None:
+            flags = set(value.split())
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_arch": platform.machine(),
+        "cpu_flags": {f: f in flags for f in CPU_FLAGS} if flags is not None else None,
+    }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,17 +28,11 @@ from mt.checkpoint import load
 from mt.cli import inference_threads
 from mt.config import DecodeConfig, default_data_dir
 from mt.decode import translate_ids
+from mt.device import cpu_info
 from mt.evaluate import score_translations
 from mt.export import export
 from mt.fileio import atomic_write_json, read_lines
 from mt.rundir import checkpoint_to_use
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def measure(name: str, threads: int, decode: Callable, src_ids: list, refs: list[str], tokenizer) -> dict:
@@ -114,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mt-bench-ct2-") as work:
         rows = run_all(path, Path(work), args.threads, loaded, src_ids, refs, cfg)
     result = {
-        "cpu": cpu_model(),
+        "cpu": cpu_info()["cpu"],
         "cores": os.cpu_count(),
         "load_average_before": load_before,
         "checkpoint": str(path),

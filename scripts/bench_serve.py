@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from mt.device import cpu_info
 from mt.paths import PROJECT_ROOT
 
 HOST = "127.0.0.1"  # fixed: this script only ever talks to this machine
@@ -177,16 +178,6 @@ def measure(checkpoint: str, texts: list[str], load: Load, batching: bool, threa
     return outcome, health
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="the model to serve")
@@ -217,7 +208,7 @@ def main() -> None:
 
     result = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu_info()["cpu"],
             "cores": os.cpu_count(),
             "load_average_1m_before": load_before,
             "python": platform.python_version(),

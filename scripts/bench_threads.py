@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from mt.device import cpu_info
 from mt.fileio import read_lines
 from mt.paths import PROJECT_ROOT, SHARED_DATA
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def evaluate_seconds(checkpoint: str, src: Path, ref: Path, threads: int, out: Path) -> float:
@@ -83,7 +76,7 @@ def main() -> None:
         if training is not None:
             training.kill()
             training.wait()
-    result = {"cpu": cpu_model(), "lines": args.lines, "checkpoint": args.checkpoint, "rows": rows}
+    result = {"cpu": cpu_info()["cpu"], "lines": args.lines, "checkpoint": args.checkpoint, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {args.json} ({result['cpu']})")

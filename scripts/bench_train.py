@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import torch
 
 from mt.batching import Batch, bucket_batches, collate
 from mt.cli import compose_config
+from mt.device import cpu_info
 from mt.errors import exit_on_user_error
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
@@ -51,35 +50,6 @@ if __package__:  # python -m scripts.bench_train
     from .nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
 else:  # python scripts/bench_train.py (scripts/ is on sys.path)
     from nn_transformer_baseline import BaselineTrainer, NNTransformerBaseline
-
-# CPU features that decide how fast bf16 matmuls can be (AVX512-BF16, AMX)
-CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_info(cpuinfo: str | None = None) -> dict:
-    """The CPU's model name and which of CPU_FLAGS it has, from /proc/cpuinfo (Linux), else lscpu;
-    the model name falls back to platform.processor() / platform.machine() elsewhere."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            try:
-                cpuinfo = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-            except (OSError, subprocess.SubprocessError):
-                cpuinfo = ""
-    model, flags = "", None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and flags is None:
-            flags = set(value.split())
-    return {
-        "cpu": model or platform.processor() or platform.machine(),
-        "cpu_arch": platform.machine(),
-        "cpu_flags": {f: f in flags for f in CPU_FLAGS} if flags is not None else None,
-    }
 
 
 def sync(device: torch.device) -> None:

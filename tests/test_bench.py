@@ -14,6 +14,7 @@ import torch
 
 from mt.batching import Batch, pad, source_tensor
 from mt.config import ModelConfig, TrainConfig
+from mt.device import CPU_FLAGS
 from mt.model import Transformer
 from mt.tokenizer import BOS_ID
 
@@ -114,7 +115,7 @@ def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
     assert "speedup_vs_nn_transformer: " in proc.stdout
     result = json.loads(out.read_text())
     assert result["precision"] == "fp32"
-    assert result["cpu"] and set(result["cpu_flags"] or {}) <= set(bench_train.CPU_FLAGS)
+    assert result["cpu"] and set(result["cpu_flags"] or {}) <= set(CPU_FLAGS)
     assert result["parameters"] == result["baseline_parameters"]  # model=tiny is pre-norm
     assert result["speedup_vs_nn_transformer"] == pytest.approx(
         result["tokens_per_sec"] / result["baseline_tokens_per_sec"]

@@ -38,19 +38,16 @@ install: $(VENV)/.installed ## create .venv and install mt (CPU torch unless CUD
 data: install ## prepare Multi30k in data/multi30k (copy from ../shared, or download)
 	$(PY) scripts/prepare_data.py --from $(DATA_DIR) --to data/multi30k
 
-# data.dir=data/multi30k (what `make data` prepares) for Multi30k only: ARGS="data=NAME" (e.g.
-# data=multi30k_tatoeba or data=tatoeba) finds its corpora's folders itself (data/NAME, else ../shared/data).
-MULTI30K_DIR = $(if $(filter-out data=multi30k,$(filter data=%,$(ARGS))),,data.dir=data/multi30k)
-
-train: data ## train the default recipe (Multi30k en->de); ARGS="model.layers=4 ..." to change it
-	$(PY) -m mt.train $(MULTI30K_DIR) $(if $(RUN),train.resume=true hydra.run.dir=$(RUN)) $(ARGS)
+# Every corpus is found by name: data/NAME (Multi30k, made by `make data`), else ../shared/data.
+train: data ## train the default recipe (en->de on Multi30k + Tatoeba; ARGS=data=multi30k for captions only); ARGS="model.layers=4 ..." to change it
+	$(PY) -m mt.train $(if $(RUN),train.resume=true hydra.run.dir=$(RUN)) $(ARGS)
 
 train-ddp: data ## train on NPROC processes with torchrun (DDP; GPUs or CPU processes)
-	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m mt.train $(MULTI30K_DIR) \
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m mt.train \
 	  hydra.run.dir=$(if $(RUN),$(RUN) train.resume=true,outputs/ddp/$(shell date +%Y-%m-%d_%H-%M-%S)) $(ARGS)
 
 train-full: data ## the longer recipe (more steps; best with a GPU)
-	$(PY) -m mt.train $(MULTI30K_DIR) train=full $(ARGS)
+	$(PY) -m mt.train train=full $(ARGS)
 
 translate: install ## translate TEXT="..." with the latest run's best checkpoint
 	$(PY) -m mt.translate "$$TEXT" $(ARGS)
@@ -65,7 +62,7 @@ export: install ## model folder + CTranslate2 model of the latest run in EXPORT_
 	$(PY) -m mt.export ct2 --out $(EXPORT_DIR) $(ARGS)
 
 sweep: $(if $(filter smoke,$(SWEEP)),install,data) ## run a sweep preset from configs/sweep (SWEEP=smoke|model_size|norm|dropout|label_smoothing|lr_warmup)
-	$(PY) -m mt.train $(if $(filter smoke,$(SWEEP)),,$(MULTI30K_DIR)) +sweep=$(SWEEP) $(ARGS)
+	$(PY) -m mt.train +sweep=$(SWEEP) $(ARGS)
 
 compare: install ## compare the runs of the latest sweep (ARGS="multirun/... outputs/...")
 	$(PY) -m mt.compare $(ARGS)

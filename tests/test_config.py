@@ -25,9 +25,11 @@ def test_every_config_option_composes(override):
     assert isinstance(cfg, MTConfig) and cfg.problems() == []
 
 
-def test_defaults_are_multi30k_en_de_small_model():
+def test_defaults_are_multi30k_plus_tatoeba_en_de_small_model():
     cfg = compose_config()
-    assert (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang) == ("multi30k", "en", "de")
+    assert (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang) == ("multi30k_tatoeba", "en", "de")
+    assert list(cfg.data.corpora) == ["multi30k", "tatoeba"]
+    assert compose_config(["data=multi30k"]).data.corpora == {}  # the captions-only recipe is one word away
     assert (cfg.model.d_model, cfg.model.layers, cfg.model.heads) == (256, 3, 4)
 
 

@@ -1,5 +1,6 @@
-"""Training throughput of a model config on Multi30k: tokens/s, share of the matmul peak of the
-precision used, and the speed-up over a plain `torch.nn.Transformer` trained side by side.
+"""Training throughput of a model config on its training data (default: the default recipe's):
+tokens/s, share of the matmul peak of the precision used, and the speed-up over a plain
+`torch.nn.Transformer` trained side by side.
 
     python scripts/bench_train.py [--steps 30] [--warmup 5] [--block 5] [--set model=small train.max_tokens=4096 ...]
 
@@ -108,6 +109,36 @@ def timed_block(update, batches: list[Batch], first_step: int, device: torch.dev
     return seconds, sum(losses) / len(losses)
 
 
+def profile_steps(update, batches: list[Batch], first_step: int, top: int = 25) -> dict:
+    """torch.profiler over `batches` training steps: the ops with the most self time (where the
+    time is spent, not what calls what), each with its share of the profiled wall-clock."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i, batch in enumerate(batches):
+            update(batch, first_step + i)
+    wall_us = (time.perf_counter() - start) * 1e6
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    rows = [
+        {
+            "op": e.key,
+            "calls": e.count,
+            "self_ms_per_step": e.self_cpu_time_total / 1e3 / len(batches),
+            "share_of_wall": e.self_cpu_time_total / wall_us,
+        }
+        for e in ops[:top]
+    ]
+    return {"steps": len(batches), "wall_ms_per_step": wall_us / 1e3 / len(batches), "ops": rows}
+
+
+def print_profile(profile: dict) -> None:
+    print(f"profile: {profile['steps']} steps, {profile['wall_ms_per_step']:.1f} ms per step (profiler on)")
+    print(f"  {'op':44s} {'calls':>7s} {'ms/step':>9s} {'share':>6s}")
+    for row in profile["ops"]:
+        print(f"  {row['op'][:44]:44s} {row['calls']:7d} {row['self_ms_per_step']:9.2f} {row['share_of_wall']:6.1%}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=30, help="timed steps of each model")
@@ -117,13 +148,12 @@ def main() -> None:
     p.add_argument(
         "--nominal-peak", type=float, default=0.0, help="nominal GFLOP/s of this machine at the precision used"
     )
+    p.add_argument("--profile", type=int, default=0, help="then profile this many more of mt's steps (per-op table)")
     p.add_argument("--json", default="outputs/bench/train.json")
     args = p.parse_args()
-    if min(args.steps, args.block) < 1 or args.warmup < 0:
-        p.error("--steps and --block must be >= 1, --warmup >= 0")
-    # data/multi30k (`make data`) for Multi30k; another data=NAME finds its corpora's folders itself
-    other_data = any(o.startswith("data=") and o != "data=multi30k" for o in args.set)
-    overrides = [*([] if other_data else ["data.dir=data/multi30k"]), "train.progress=false", *args.set]
+    if min(args.steps, args.block) < 1 or min(args.warmup, args.profile) < 0:
+        p.error("--steps and --block must be >= 1, --warmup and --profile >= 0")
+    overrides = ["train.progress=false", *args.set]  # corpora are found by name (data/NAME, else ../shared/data)
     with exit_on_user_error("bench_train"):
         cfg = compose_config(overrides)
         trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))
@@ -143,7 +173,7 @@ def main() -> None:
 
     train = trainer.data.splits["train"]
     order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
-    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
+    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps + args.profile)]
     for i, batch in enumerate(batches[: args.warmup]):
         ours(batch, i + 1)
         baseline.update(batch, i + 1)
@@ -160,7 +190,7 @@ def main() -> None:
             seconds[name] += block_seconds[name]
         block_speedups.append(block_seconds["baseline"] / block_seconds["mt"])  # same tokens: time ratio
 
-    timed = batches[args.warmup :]
+    timed = batches[args.warmup : args.warmup + args.steps]
     tokens = sum(b.num_tokens for b in timed)
     flops = sum(3 * forward_flops(trainer.model, b) for b in timed)
     dtype = engine.amp_dtype or torch.float32
@@ -192,10 +222,15 @@ def main() -> None:
         "loss_last_block": loss_at_end["mt"],
         "baseline_loss_last_block": loss_at_end["baseline"],
     }
+    if args.profile:
+        first = args.warmup + args.steps
+        result["profile"] = profile_steps(ours, batches[first:], first + 1)
     if args.nominal_peak:
         result["nominal_peak_gflops"] = args.nominal_peak
         result["mfu_vs_nominal_peak"] = achieved["mt"] / args.nominal_peak
     for key, value in result.items():
+        if key == "profile":
+            continue
         if key == "cpu_flags" and value is not None:
             shown = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in value.items())
         elif key.startswith("speedup"):
@@ -203,6 +238,8 @@ def main() -> None:
         else:
             shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
         print(f"{key}: {shown}")
+    if args.profile:
+        print_profile(result["profile"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {args.json}")

@@ -109,10 +109,11 @@ def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
     out = tmp_path / "train.json"
     cmd = [sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--steps", "2", "--warmup", "1"]
     cmd += ["--block", "1", "--json", str(out), "--set", "data=toy", f"data.dir={TOY}"]
-    cmd += [f"data.cache_dir={tmp_path / 'cache'}", "model=tiny", "train.threads=1"]
+    cmd += [f"data.cache_dir={tmp_path / 'cache'}", "model=tiny", "train.threads=1", "--profile", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "speedup_vs_nn_transformer: " in proc.stdout
+    assert "profile: 2 steps" in proc.stdout
     result = json.loads(out.read_text())
     assert result["precision"] == "fp32"
     assert result["cpu"] and set(result["cpu_flags"] or {}) <= set(CPU_FLAGS)
@@ -121,3 +122,7 @@ def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
         result["tokens_per_sec"] / result["baseline_tokens_per_sec"]
     )
     assert len(result["speedup_per_block"]) == 2
+    profile = result["profile"]  # the per-op table: real ops of a training step, shares of its time
+    assert profile["steps"] == 2 and profile["ops"]
+    assert any(row["op"] in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear") for row in profile["ops"])
+    assert 0 < sum(row["share_of_wall"] for row in profile["ops"]) <= 1.05

@@ -46,8 +46,8 @@ train-ddp: data ## train on NPROC processes with torchrun (DDP; GPUs or CPU proc
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m mt.train \
 	  hydra.run.dir=$(if $(RUN),$(RUN) train.resume=true,outputs/ddp/$(shell date +%Y-%m-%d_%H-%M-%S)) $(ARGS)
 
-train-full: data ## the longer recipe (more steps; best with a GPU)
-	$(PY) -m mt.train train=full $(ARGS)
+train-full: data ## the longer Multi30k recipe (train=full: more steps; best with a GPU)
+	$(PY) -m mt.train data=multi30k train=full $(ARGS)
 
 translate: install ## translate TEXT="..." with the latest run's best checkpoint
 	$(PY) -m mt.translate "$$TEXT" $(ARGS)

@@ -44,11 +44,9 @@ def corpus_dir(cfg: CorpusConfig) -> Path:
     if not directory.is_absolute() and not directory.is_dir() and (PROJECT_ROOT / directory).is_dir():
         directory = PROJECT_ROOT / directory
     if not directory.is_dir():
-        where = "data.dir=..."
-        if cfg.name not in ("", "multi30k"):
-            where += f" (data.corpora.{cfg.name}.dir=... in a mix)"
         raise UserError(
-            f"data directory not found: {directory} (set {where}; `make data` prepares Multi30k in data/multi30k)"
+            f"data directory not found: {directory} (set data.dir=..., or data.corpora.NAME.dir=... for a corpus"
+            " of a mix; `make data` prepares Multi30k in data/multi30k)"
         )
     return directory
 

@@ -205,7 +205,7 @@ def parse_heads(value: str) -> int | list[int] | None:
 
 
 RECORDED = "the aligning heads the checkpoint records (trained, or saved by mt.align sweep --save), else the mean"
-ALIGN_OPTIONS = ("layer", "head", "shift", "words")  # AlignConfig fields the alignment options set
+ALIGN_OPTIONS = ("layer", "head", "shift", "words", "links")  # AlignConfig fields the alignment options set
 
 
 def add_heads_args(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,11 @@
 
 Each model is read the way `mt.align` reads it by default: the aligning heads its checkpoint
 records (trained with train.align_weight, or saved by `mt.align sweep --save`), else the mean
-of all layers and heads. The reverse model's links are flipped to English-French, then the two
-directions are combined (intersection, union, grow-diag-final-and) and scored against the gold.
-Prints one table; `--json` also writes precision, recall, AER and counts of every row.
+of all layers and heads; each direction's links both ways `mt.align --links` offers (argmax:
+every target word linked; mutual: row and column maxima agree). The reverse model's argmax links
+are flipped to English-French, then the two directions are combined (intersection, union,
+grow-diag-final-and), and their word matrices averaged (mutual-of-mean), all scored against the
+gold. Prints one table; `--json` also writes precision, recall, AER and counts of every row.
 """
 
 from __future__ import annotations
@@ -15,21 +17,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mt.align.extract import align_config_for, align_pairs  # noqa: E402
+from mt.align.extract import (  # noqa: E402
+    LINKS,
+    WordAlignment,
+    align_config_for,
+    all_alignments,
+    check_config,
+    encode_pairs,
+    model_dims,
+    pair_attention,
+    source_limit,
+)
 from mt.align.gold import aer, read_alignment_file  # noqa: E402
-from mt.align.symmetrize import invert, symmetrize  # noqa: E402
+from mt.align.symmetrize import MUTUAL_OF_MEAN, invert, mutual_of_mean, symmetrize  # noqa: E402
 from mt.checkpoint import load  # noqa: E402
 from mt.errors import UserError, exit_on_user_error  # noqa: E402
 from mt.fileio import read_lines  # noqa: E402
 from mt.paths import ALIGNMENT_GOLD  # noqa: E402
 
 COMBINATIONS = ("intersection", "union", "grow-diag-final-and")
+
+
+def read_both_ways(checkpoint: str, src: list[str], tgt: list[str]) -> tuple[dict[str, list[WordAlignment]], str]:
+    """The model's teacher-forced word alignments under each link rule, and where they are read from."""
+    model = load(checkpoint)
+    cfg = align_config_for(model.ckpt)
+    check_config(cfg, *model_dims(model))
+    enc = encode_pairs(model.tokenizer, src, tgt, source_limit(model))
+    att = pair_attention(model, enc, "cpu", full_context=cfg.full_context)
+    return {rule: all_alignments(att, enc, replace(cfg, links=rule)) for rule in LINKS}, cfg.describe()
 
 
 def main() -> None:
@@ -47,23 +69,23 @@ def main() -> None:
         gold = read_alignment_file(args.gold, one_based=True)
         if not len(en) == len(fr) == len(gold):
             raise UserError(f"{len(en)} English, {len(fr)} French and {len(gold)} gold lines: they must match")
-        forward_model = load(args.forward)
-        forward_cfg = align_config_for(forward_model.ckpt)
-        forward = align_pairs(forward_model, en, fr, forward_cfg)
-        rows = {"en->fr": (aer(gold, forward), forward_cfg.describe())}
+        forward, forward_source = read_both_ways(args.forward, en, fr)
+        rows = {f"en->fr {rule}": (aer(gold, [w.links for w in forward[rule]]), forward_source) for rule in LINKS}
         if args.reverse:
-            reverse_model = load(args.reverse)
-            reverse_cfg = align_config_for(reverse_model.ckpt)
-            reverse = [invert(links) for links in align_pairs(reverse_model, fr, en, reverse_cfg)]
-            rows["fr->en"] = (aer(gold, reverse), reverse_cfg.describe())
+            reverse, reverse_source = read_both_ways(args.reverse, fr, en)
+            for rule in LINKS:
+                flipped = [invert(w.links) for w in reverse[rule]]
+                rows[f"fr->en {rule}"] = (aer(gold, flipped), reverse_source)
+            pairs = list(zip(forward["argmax"], reverse["argmax"]))
             for method in COMBINATIONS:
-                combined = [symmetrize(f, r, method) for f, r in zip(forward, reverse)]
-                rows[method] = (aer(gold, combined), "both directions")
+                combined = [symmetrize(f.links, invert(r.links), method) for f, r in pairs]
+                rows[f"{method} (argmax)"] = (aer(gold, combined), "both directions")
+            rows[MUTUAL_OF_MEAN] = (aer(gold, [mutual_of_mean(f.matrix, r.matrix) for f, r in pairs]), "both matrices")
         print(f"{args.name}: AER on the {len(gold)} Hansards en-fr gold pairs")
-        print(f"  {'alignment':<22} {'precision':>9} {'recall':>7} {'AER':>6}  read from")
+        print(f"  {'alignment':<32} {'precision':>9} {'recall':>7} {'AER':>6}  read from")
         for name, (score, source) in rows.items():
             print(
-                f"  {name:<22} {100 * score.precision:9.1f} {100 * score.recall:7.1f} {100 * score.aer:6.1f}  {source}"
+                f"  {name:<32} {100 * score.precision:9.1f} {100 * score.recall:7.1f} {100 * score.aer:6.1f}  {source}"
             )
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

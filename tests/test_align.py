@@ -23,6 +23,7 @@ from mt.align.extract import (
     encode_units,
     encode_words,
     format_links,
+    mutual_links,
     pool_words,
     reread_best,
     select,
@@ -31,7 +32,7 @@ from mt.align.extract import (
     unit_texts,
 )
 from mt.align.gold import GoldLine, aer, flip_gold, parse_links, read_gold_pairs
-from mt.align.symmetrize import grow_diag_final, invert, symmetrize
+from mt.align.symmetrize import grow_diag_final, invert, mutual_of_mean, symmetrize
 from mt.config import DataConfig, DecodeConfig
 from mt.decode import Hypothesis, translate_ids
 from mt.errors import UserError
@@ -142,6 +143,30 @@ def test_words_max_and_subword_links():
     assert links_of(a, src, [0, 0], AlignConfig(words="subword", **no_shift)) == [(1, 0)]
     b = _attention([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.0, 0.0, 1.0]])
     assert links_of(b, src, [0, 0], AlignConfig(words="subword", **no_shift)) == [(0, 0), (1, 0)]
+
+
+def test_mutual_links_keep_only_cells_that_are_row_and_column_maximum():
+    # rows = target words, columns = source words
+    m = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.1, 0.9]])
+    # row maxima: t0->s0, t1->s0, t2->s1; column maxima: s0->t1 (0.7), s1->t2 (0.9)
+    assert mutual_links(m) == [(0, 1), (1, 2)]  # t0 stays unaligned: s0 prefers t1
+    assert links_of(_attention([[0.6, 0.4, 0.0], [0.7, 0.3, 0.0]]), [0, 1], [0, 1], AlignConfig(links="mutual")) == [
+        (0, 1)
+    ]
+    assert mutual_links(torch.zeros(0, 0)) == []
+    with pytest.raises(UserError, match="links must be one of"):
+        links_of(_attention([[1.0, 0.0]]), [0], [0], AlignConfig(links="best"))
+
+
+def test_mutual_of_mean_averages_both_directions_before_linking():
+    forward = torch.tensor([[0.6, 0.4], [0.7, 0.3]])  # [target words, source words]
+    reverse = torch.tensor([[0.2, 0.8], [0.5, 0.5]])  # [source words, target words]
+    # mean = [[0.4, 0.45], [0.75, 0.4]]: t0->s1 and t1->s0 agree with the columns
+    assert mutual_of_mean(forward, reverse) == [(0, 1), (1, 0)]
+    assert mutual_links(forward) == [(0, 1)]  # the forward direction alone leaves t0 unaligned
+    assert mutual_of_mean(torch.zeros(0, 0), reverse) == []
+    with pytest.raises(UserError, match="do not pair up"):
+        mutual_of_mean(forward, torch.ones(3, 2))
 
 
 def _attention(rows: list[list[float]]) -> torch.Tensor:
@@ -275,6 +300,15 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     assert len(lines) == 2 and all(len(line.split()) == n for line, n in zip(lines, (4, 2)))
     main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "intersection"])
     assert len(capsys.readouterr().out.splitlines()) == 2
+    main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "mutual-of-mean"])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    main(pairs)
+    argmax_lines = capsys.readouterr().out.splitlines()
+    main([*pairs, "--links", "mutual"])
+    mutual_lines = capsys.readouterr().out.splitlines()
+    assert len(mutual_lines) == 2
+    for a, m in zip(argmax_lines, mutual_lines):  # every mutual link is a row maximum; the largest cell always is one
+        assert 0 < len(m.split()) and set(m.split()) <= set(a.split())
     main(["score", "--gold", str(gold), "--hyp", str(hyp), "--gold-one-based"])
     assert "AER" in capsys.readouterr().out
     out_json = tmp_path / "sweep.json"

@@ -1,7 +1,8 @@
 """Word alignments from a model's cross-attention, and alignment error rate (AER) against gold.
 
     python -m mt.align --checkpoint CKPT --src FILE --tgt FILE [--layer N|mean] [--head N|mean]
-                       [--no-shift] [--reverse-checkpoint CKPT2 --symmetrize grow-diag-final] > out.align
+                       [--no-shift] [--links argmax|mutual]
+                       [--reverse-checkpoint CKPT2 --symmetrize grow-diag-final|mutual-of-mean] > out.align
     python -m mt.align --checkpoint CKPT --src FILE --translations OUT      # align own translations
     python -m mt.align score --gold G --hyp H [--gold-one-based]
     python -m mt.align sweep --checkpoint CKPT --src FILE --tgt FILE --gold G [--gold-one-based] [--json F] [--save]
@@ -15,6 +16,8 @@ The model's own translations (--translations) are split into word units instead,
 at a word's ends being a word of its own, on both sides (--source-words writes the source's).
 Without --layer/--head/--shift, a checkpoint is read with the aligning heads it records
 (trained with train.align_weight, or saved by `sweep --save`), else the mean of all of them.
+`--links argmax` links every target word; `--links mutual` only words whose row and column
+maxima agree (unclear words stay unaligned: higher precision, docs/alignment.md measures both).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from pathlib import Path
 
 from mt.align.experiment import best_recordable, heads_record, plot_pairs, sweep, sweep_table
 from mt.align.extract import (
+    LINKS,
     WORDS,
     AlignConfig,
     align_config_for,
-    align_pairs,
+    align_pairs_words,
     align_translations,
     check_config,
     config_of_record,
@@ -42,7 +46,7 @@ from mt.align.extract import (
     source_limit,
 )
 from mt.align.gold import GoldLine, aer, flip_gold, format_score, read_alignment_file, read_gold_pairs
-from mt.align.symmetrize import SYMMETRIZE, invert, symmetrize
+from mt.align.symmetrize import MUTUAL_OF_MEAN, SYMMETRIZE, invert, mutual_of_mean, symmetrize
 from mt.cli import (
     HelpFormatter,
     add_decode_args,
@@ -84,6 +88,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         help="subwords -> words: sum / max over source pieces, or subword-level links "
         f"(default: {AlignConfig().words})",
     )
+    p.add_argument(
+        "--links",
+        choices=LINKS,
+        default=argparse.SUPPRESS,
+        help="argmax: link every target word to its row maximum; mutual: only cells that are the maximum of "
+        f"their row and column, so unclear words stay unaligned (default: {AlignConfig().links})",
+    )
 
 
 def _config(args: argparse.Namespace, loaded) -> AlignConfig:
@@ -94,7 +105,7 @@ def _config(args: argparse.Namespace, loaded) -> AlignConfig:
 
 
 def _say_config(name: str, cfg: AlignConfig) -> None:
-    print(f"mt.align: {name}: links from {cfg.describe()}, words {cfg.words}", file=sys.stderr)
+    print(f"mt.align: {name}: links from {cfg.describe()}, words {cfg.words}, links {cfg.links}", file=sys.stderr)
 
 
 def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
@@ -124,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--symmetrize",
         default="grow-diag-final",
-        choices=SYMMETRIZE,
-        help="how to combine with --reverse-checkpoint (default: %(default)s)",
+        choices=(*SYMMETRIZE, MUTUAL_OF_MEAN),
+        help=f"how to combine with --reverse-checkpoint: the links of both ({', '.join(SYMMETRIZE)}), or "
+        f"{MUTUAL_OF_MEAN}: the mutual-argmax links of both word matrices averaged (default: %(default)s)",
     )
     e.add_argument(
         "--translations", help="without --tgt: write the model's translations here (word units: `Eiscreme .`)"
@@ -246,14 +258,18 @@ def run_extract(args: argparse.Namespace) -> None:
     cfg = _config(args, loaded)
     _say_config(args.checkpoint, cfg)
     with progress_bar(len(src_lines), "pair", "aligning") as bar:
-        links = align_pairs(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)
+        forward = align_pairs_words(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)
+    links = [w.links for w in forward]
     if args.reverse_checkpoint:
         reverse = _load(args.reverse_checkpoint, device)
         rev_cfg = _config(args, reverse)
         _say_config(args.reverse_checkpoint, rev_cfg)
         with progress_bar(len(src_lines), "pair", "aligning the reverse direction") as bar:
-            backward = align_pairs(reverse, tgt_lines, src_lines, rev_cfg, device, on_batch=bar.update)
-        links = [symmetrize(f, invert(b), args.symmetrize) for f, b in zip(links, backward)]
+            backward = align_pairs_words(reverse, tgt_lines, src_lines, rev_cfg, device, on_batch=bar.update)
+        if args.symmetrize == MUTUAL_OF_MEAN:
+            links = [mutual_of_mean(f.matrix, b.matrix) for f, b in zip(forward, backward)]
+        else:
+            links = [symmetrize(f, invert(b.links), args.symmetrize) for f, b in zip(links, backward)]
     _write_lines(args.output, (format_links(x) for x in links))
 
 

@@ -34,6 +34,11 @@ from mt.tokenizer import WORD_START, word_units
 
 Link = tuple[int, int]  # (source word, target word), 0-based
 WORDS = ("sum", "max", "subword")
+# Links from a word matrix: "argmax" links every target word to its row maximum; "mutual" keeps
+# only the cells that are the maximum of both their row and their column (SimAlign's "ArgMax",
+# Jalili Sabet et al. 2020), so a word with no clear partner stays unaligned (the null link a
+# statistical aligner has): fewer links, higher precision.
+LINKS = ("argmax", "mutual")
 
 
 @dataclass
@@ -48,6 +53,7 @@ class AlignConfig:
     # target word), "max" (max over source pieces instead of the sum), "subword" (argmax per target
     # piece; two words are linked if any of their pieces are).
     words: str = "max"
+    links: str = "argmax"  # see LINKS
     # Teacher-forced without the causal mask: how a model trained with model.align_full_context
     # reads its aligning heads (a freely decoded translation is re-read this way).
     full_context: bool = False
@@ -68,7 +74,8 @@ class AlignConfig:
     def name(self) -> str:
         layer = "mean" if self.layer is None else str(self.layer)
         head = "mean" if self.head is None else ",".join(map(str, self.heads() or []))
-        return f"layer={layer} head={head} shift={'yes' if self.shift else 'no'} words={self.words}"
+        shift = "yes" if self.shift else "no"
+        return f"layer={layer} head={head} shift={shift} words={self.words} links={self.links}"
 
     def describe(self) -> str:
         """Which attention the links come from, for people: "layer 1 head 0 (supervised)"."""
@@ -249,6 +256,20 @@ def argmax_links(matrix: Tensor) -> list[Link]:
     return sorted((int(i), j) for j, i in enumerate(best))
 
 
+def mutual_links(matrix: Tensor) -> list[Link]:
+    """(source i, target j) where cell [j, i] is the maximum of both its row and its column."""
+    if matrix.numel() == 0:
+        return []
+    row_best, col_best = matrix.argmax(dim=1).tolist(), matrix.argmax(dim=0).tolist()
+    return sorted((i, j) for j, i in enumerate(row_best) if col_best[i] == j)
+
+
+def matrix_links(matrix: Tensor, links: str) -> list[Link]:
+    if links not in LINKS:
+        raise UserError(f"links must be one of {', '.join(LINKS)}, not '{links}'")
+    return argmax_links(matrix) if links == "argmax" else mutual_links(matrix)
+
+
 class WordAlignment(NamedTuple):
     matrix: Tensor  # [target words, source words], pooled as AlignConfig.words says ("subword": summed)
     links: list[Link]  # sorted (source word, target word) pairs
@@ -256,7 +277,7 @@ class WordAlignment(NamedTuple):
 
 def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[int], cfg: AlignConfig) -> WordAlignment:
     """The one path from attention [L,H,n+1,S+1] to words: select layer/head and rows (shift),
-    pool the pieces of each word (cfg.words) and link every target word.
+    pool the pieces of each word (cfg.words) and link them (cfg.links).
 
     `src_word_ids` / `tgt_word_ids` give the word index of each source / target piece.
     """
@@ -270,9 +291,9 @@ def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[i
     else:
         matrix = pool_words(tokens, src_word_ids, tgt_word_ids)
     if cfg.words == "subword":
-        best = tokens.argmax(dim=1).tolist()
-        return WordAlignment(matrix, sorted({(src_word_ids[i], tgt_word_ids[j]) for j, i in enumerate(best)}))
-    return WordAlignment(matrix, argmax_links(matrix))
+        pieces = matrix_links(tokens, cfg.links)
+        return WordAlignment(matrix, sorted({(src_word_ids[i], tgt_word_ids[j]) for i, j in pieces}))
+    return WordAlignment(matrix, matrix_links(matrix, cfg.links))
 
 
 def attention_grid_text(
@@ -379,10 +400,27 @@ def pair_attention(
     return out
 
 
+def all_alignments(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[WordAlignment]:
+    empty = WordAlignment(torch.zeros(0, 0), [])
+    return [align_words(a, sw, tw, cfg) if a.numel() else empty for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)]
+
+
 def all_links(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[list[Link]]:
-    return [
-        align_words(a, sw, tw, cfg).links if a.numel() else [] for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)
-    ]
+    return [w.links for w in all_alignments(att, enc, cfg)]
+
+
+def align_pairs_words(
+    loaded,
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    cfg: AlignConfig,
+    device="cpu",
+    on_batch: Callable[[int], object] | None = None,
+) -> list[WordAlignment]:
+    """Teacher-forced word matrices and links of whitespace-tokenized pairs, one per pair."""
+    check_config(cfg, *model_dims(loaded))
+    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
+    return all_alignments(pair_attention(loaded, enc, device, on_batch, cfg.full_context), enc, cfg)
 
 
 def align_pairs(
@@ -394,9 +432,7 @@ def align_pairs(
     on_batch: Callable[[int], object] | None = None,
 ) -> list[list[Link]]:
     """Teacher-forced alignments of whitespace-tokenized pairs: one list of (src, tgt) links per pair."""
-    check_config(cfg, *model_dims(loaded))
-    enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
-    return all_links(pair_attention(loaded, enc, device, on_batch, cfg.full_context), enc, cfg)
+    return [w.links for w in align_pairs_words(loaded, src_lines, tgt_lines, cfg, device, on_batch)]
 
 
 @dataclass

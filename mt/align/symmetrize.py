@@ -1,10 +1,13 @@
-"""Symmetrization: combine the links of a source->target and a target->source model (Koehn et al.)."""
+"""Symmetrization: combine the links of a source->target and a target->source model (Koehn et al.),
+or their word matrices (`mutual_of_mean`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mt.align.extract import Link
+from torch import Tensor
+
+from mt.align.extract import Link, mutual_links
 from mt.errors import UserError
 
 
@@ -49,6 +52,21 @@ def grow_diag_final(forward: Iterable[Link], backward: Iterable[Link], final_and
 
 
 SYMMETRIZE = ("intersection", "union", "grow-diag", "grow-diag-final", "grow-diag-final-and")
+MUTUAL_OF_MEAN = "mutual-of-mean"  # from the word matrices, not the links: mutual_of_mean
+
+
+def mutual_of_mean(forward: Tensor, reverse: Tensor) -> list[Link]:
+    """The mutual-argmax links of the two directions' word matrices averaged.
+
+    `forward`: [target words, source words] of the source->target model; `reverse`: [source words,
+    target words] of the target->source model. Each cell is then the mean attention between the two
+    words as both models see it, and a link needs both its row and its column to agree on it.
+    """
+    if forward.numel() == 0 or reverse.numel() == 0:
+        return []
+    if forward.shape != reverse.t().shape:
+        raise UserError(f"word matrices of {tuple(forward.shape)} and {tuple(reverse.shape)} do not pair up")
+    return mutual_links((forward + reverse.t()) / 2)
 
 
 def symmetrize(forward: Iterable[Link], backward: Iterable[Link], method: str) -> list[Link]:

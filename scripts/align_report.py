@@ -23,17 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mt.align.extract import (  # noqa: E402
-    LINKS,
-    WordAlignment,
-    align_config_for,
-    all_alignments,
-    check_config,
-    encode_pairs,
-    model_dims,
-    pair_attention,
-    source_limit,
-)
+from mt.align.extract import LINKS, WordAlignment, align_config_for, all_alignments, pairs_attention  # noqa: E402
 from mt.align.gold import aer, read_alignment_file  # noqa: E402
 from mt.align.symmetrize import MUTUAL_OF_MEAN, invert, mutual_of_mean, symmetrize  # noqa: E402
 from mt.checkpoint import load  # noqa: E402
@@ -48,9 +38,7 @@ def read_both_ways(checkpoint: str, src: list[str], tgt: list[str]) -> tuple[dic
     """The model's teacher-forced word alignments under each link rule, and where they are read from."""
     model = load(checkpoint)
     cfg = align_config_for(model.ckpt)
-    check_config(cfg, *model_dims(model))
-    enc = encode_pairs(model.tokenizer, src, tgt, source_limit(model))
-    att = pair_attention(model, enc, "cpu", full_context=cfg.full_context)
+    att, enc = pairs_attention(model, src, tgt, cfg)
     return {rule: all_alignments(att, enc, replace(cfg, links=rule)) for rule in LINKS}, cfg.describe()
 
 

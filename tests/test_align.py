@@ -16,6 +16,7 @@ from mt.align.extract import (
     align_config_for,
     align_hypothesis,
     align_pairs,
+    align_pairs_words,
     align_translations,
     align_words,
     check_config,
@@ -159,14 +160,17 @@ def test_mutual_links_keep_only_cells_that_are_row_and_column_maximum():
 
 
 def test_mutual_of_mean_averages_both_directions_before_linking():
-    forward = torch.tensor([[0.6, 0.4], [0.7, 0.3]])  # [target words, source words]
-    reverse = torch.tensor([[0.2, 0.8], [0.5, 0.5]])  # [source words, target words]
-    # mean = [[0.4, 0.45], [0.75, 0.4]]: t0->s1 and t1->s0 agree with the columns
-    assert mutual_of_mean(forward, reverse) == [(0, 1), (1, 0)]
-    assert mutual_links(forward) == [(0, 1)]  # the forward direction alone leaves t0 unaligned
+    # 2 target words x 3 source words; the reverse model's matrix is [source words, target words]
+    forward = torch.tensor([[0.4, 0.7, 0.6], [0.1, 0.3, 0.8]])
+    reverse = torch.tensor([[0.3, 0.7], [0.9, 0.4], [0.5, 0.2]])
+    # mean [t, s] = [[0.35, 0.8, 0.55], [0.4, 0.35, 0.5]]: t0->s1 is a column maximum; t1->s2 is
+    # not (s2 prefers t0 with 0.55), so t1 stays unaligned
+    assert mutual_of_mean(forward, reverse) == [(1, 0)]
+    assert mutual_links(forward) == [(1, 0), (2, 1)]  # each direction alone says something else
+    assert mutual_links(reverse.t()) == [(0, 1), (1, 0)]
+    # a long pair cut differently by the two models: only the words both saw are linked
+    assert mutual_of_mean(forward, reverse[:2]) == mutual_links((forward[:, :2] + reverse[:2].t()) / 2)
     assert mutual_of_mean(torch.zeros(0, 0), reverse) == []
-    with pytest.raises(UserError, match="do not pair up"):
-        mutual_of_mean(forward, torch.ones(3, 2))
 
 
 def _attention(rows: list[list[float]]) -> torch.Tensor:
@@ -300,15 +304,18 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     assert len(lines) == 2 and all(len(line.split()) == n for line, n in zip(lines, (4, 2)))
     main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "intersection"])
     assert len(capsys.readouterr().out.splitlines()) == 2
-    main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "mutual-of-mean"])
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    from mt.checkpoint import load
+
+    words = align_pairs_words(load(toy_checkpoint), read_lines(src), read_lines(tgt), AlignConfig())
     main(pairs)
-    argmax_lines = capsys.readouterr().out.splitlines()
+    assert capsys.readouterr().out.splitlines() == [format_links(w.links) for w in words]
     main([*pairs, "--links", "mutual"])
-    mutual_lines = capsys.readouterr().out.splitlines()
-    assert len(mutual_lines) == 2
-    for a, m in zip(argmax_lines, mutual_lines):  # every mutual link is a row maximum; the largest cell always is one
-        assert 0 < len(m.split()) and set(m.split()) <= set(a.split())
+    mutual = [format_links(mutual_links(w.matrix)) for w in words]
+    assert capsys.readouterr().out.splitlines() == mutual != [format_links(w.links) for w in words]
+    main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "mutual-of-mean"])
+    backward = align_pairs_words(load(toy_checkpoint), read_lines(tgt), read_lines(src), AlignConfig())
+    expected = [format_links(mutual_of_mean(f.matrix, b.matrix)) for f, b in zip(words, backward)]
+    assert capsys.readouterr().out.splitlines() == expected and all(expected)
     main(["score", "--gold", str(gold), "--hyp", str(hyp), "--gold-one-based"])
     assert "AER" in capsys.readouterr().out
     out_json = tmp_path / "sweep.json"

@@ -105,7 +105,7 @@ def _config(args: argparse.Namespace, loaded) -> AlignConfig:
 
 
 def _say_config(name: str, cfg: AlignConfig) -> None:
-    print(f"mt.align: {name}: links from {cfg.describe()}, words {cfg.words}, links {cfg.links}", file=sys.stderr)
+    print(f"mt.align: {name}: links from {cfg.describe()}, words {cfg.words}, link rule {cfg.links}", file=sys.stderr)
 
 
 def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="grow-diag-final",
         choices=(*SYMMETRIZE, MUTUAL_OF_MEAN),
         help=f"how to combine with --reverse-checkpoint: the links of both ({', '.join(SYMMETRIZE)}), or "
-        f"{MUTUAL_OF_MEAN}: the mutual-argmax links of both word matrices averaged (default: %(default)s)",
+        f"{MUTUAL_OF_MEAN}: the mutual links of both word matrices averaged, whatever --links says "
+        "(default: %(default)s)",
     )
     e.add_argument(
         "--translations", help="without --tgt: write the model's translations here (word units: `Eiscreme .`)"
@@ -256,6 +257,8 @@ def run_extract(args: argparse.Namespace) -> None:
         raise UserError("--source-words goes with --translations (given pairs keep their own words)")
     loaded = _load(args.checkpoint, device)
     cfg = _config(args, loaded)
+    if args.reverse_checkpoint and args.symmetrize == MUTUAL_OF_MEAN and cfg.words == "subword":
+        raise UserError(f"--symmetrize {MUTUAL_OF_MEAN} links word matrices: use --words sum or max with it")
     _say_config(args.checkpoint, cfg)
     with progress_bar(len(src_lines), "pair", "aligning") as bar:
         forward = align_pairs_words(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)

@@ -122,7 +122,8 @@ def align_config_for(ckpt: Mapping[str, Any] | None, **given: Any) -> AlignConfi
     """How a checkpoint's alignments are read unless options say otherwise: the aligning heads its
     "alignment" record names (trained, or saved by `mt.align sweep --save`), else the default
     AlignConfig. `given`: AlignConfig fields set by options (--layer, --head, --shift, --words);
-    they replace the record's, which then no longer names the config (origin "options")."""
+    they replace the record's, which then no longer names the config (origin "options"); --words
+    and --links only change how the read attention becomes links."""
     record = (ckpt or {}).get("alignment")
     base = config_of_record(record) if record else AlignConfig()
     cfg = replace(base, **given)
@@ -265,8 +266,6 @@ def mutual_links(matrix: Tensor) -> list[Link]:
 
 
 def matrix_links(matrix: Tensor, links: str) -> list[Link]:
-    if links not in LINKS:
-        raise UserError(f"links must be one of {', '.join(LINKS)}, not '{links}'")
     return argmax_links(matrix) if links == "argmax" else mutual_links(matrix)
 
 
@@ -283,6 +282,8 @@ def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[i
     """
     if cfg.words not in WORDS:
         raise UserError(f"words must be one of {', '.join(WORDS)}, not '{cfg.words}'")
+    if cfg.links not in LINKS:
+        raise UserError(f"links must be one of {', '.join(LINKS)}, not '{cfg.links}'")
     if not src_word_ids or not tgt_word_ids:
         return WordAlignment(torch.zeros(0, 0), [])
     tokens = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg)
@@ -418,9 +419,22 @@ def align_pairs_words(
     on_batch: Callable[[int], object] | None = None,
 ) -> list[WordAlignment]:
     """Teacher-forced word matrices and links of whitespace-tokenized pairs, one per pair."""
+    att, enc = pairs_attention(loaded, src_lines, tgt_lines, cfg, device, on_batch)
+    return all_alignments(att, enc, cfg)
+
+
+def pairs_attention(
+    loaded,
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    cfg: AlignConfig,
+    device="cpu",
+    on_batch: Callable[[int], object] | None = None,
+) -> tuple[list[Tensor], Encoded]:
+    """The teacher-forced attention of whitespace-tokenized pairs (read as `cfg` says), and their encoding."""
     check_config(cfg, *model_dims(loaded))
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
-    return all_alignments(pair_attention(loaded, enc, device, on_batch, cfg.full_context), enc, cfg)
+    return pair_attention(loaded, enc, device, on_batch, cfg.full_context), enc
 
 
 def align_pairs(

@@ -58,15 +58,16 @@ MUTUAL_OF_MEAN = "mutual-of-mean"  # from the word matrices, not the links: mutu
 def mutual_of_mean(forward: Tensor, reverse: Tensor) -> list[Link]:
     """The mutual-argmax links of the two directions' word matrices averaged.
 
-    `forward`: [target words, source words] of the source->target model; `reverse`: [source words,
-    target words] of the target->source model. Each cell is then the mean attention between the two
-    words as both models see it, and a link needs both its row and its column to agree on it.
+    `forward`: [target words, source words] of the source->target model; `reverse`: the
+    target->source model's matrix of the same pair, [source words, target words]. Each cell is then
+    the mean attention between the two words as both models see it, and a link needs both its row
+    and its column to agree on it. Where a model saw fewer words of a long pair (each side is cut
+    to the model's positions), only the words both saw are linked.
     """
     if forward.numel() == 0 or reverse.numel() == 0:
         return []
-    if forward.shape != reverse.t().shape:
-        raise UserError(f"word matrices of {tuple(forward.shape)} and {tuple(reverse.shape)} do not pair up")
-    return mutual_links((forward + reverse.t()) / 2)
+    rows, cols = min(forward.size(0), reverse.size(1)), min(forward.size(1), reverse.size(0))
+    return mutual_links((forward[:rows, :cols] + reverse.t()[:rows, :cols]) / 2)
 
 
 def symmetrize(forward: Iterable[Link], backward: Iterable[Link], method: str) -> list[Link]:

@@ -354,7 +354,35 @@ def read_iwslt_xml(path: Path) -> list[tuple[str, str]]:
     return segments
 
 
+# Talk metadata lines of an IWSLT release's train.tags files; <title> and <description> lines are
+# translated text and kept without their tags (as fairseq's prepare-iwslt14.sh does).
+IWSLT_METADATA = ("<url>", "<keywords>", "<speaker>", "<talkid>", "<reviewer", "<translator", "<doc", "</doc>")
+IWSLT_TEXT_TAGS = ("<title>", "</title>", "<description>", "</description>")
+IWSLT_TRAIN = "train"  # the set name that reads train.tags.PAIR.LANG (the release's training talks)
+
+
+def read_iwslt_tags(path: Path) -> list[str]:
+    """The text lines of an IWSLT release's train.tags.PAIR.LANG file, metadata lines dropped."""
+    lines = []
+    for line in iter_lines(path):
+        text = line.strip()
+        if text.startswith(IWSLT_METADATA):
+            continue
+        for tag in IWSLT_TEXT_TAGS:
+            text = text.replace(tag, "")
+        lines.append(text.strip())
+    return lines
+
+
 def _iwslt_file(directory: Path, set_name: str, lang: str) -> Path:
+    if set_name == IWSLT_TRAIN:
+        found = sorted(directory.glob(f"train.tags.*.{lang}"))
+        if not found:
+            raise UserError(
+                f"no train.tags.*.{lang} in {directory}: set '{IWSLT_TRAIN}' reads the training talks of a full "
+                "IWSLT release (e.g. de-en.tgz of IWSLT 2016/2017); the offline shared data has only dev/test sets"
+            )
+        return found[0]
     matches = sorted(directory.glob(f"IWSLT*.{set_name}.*.{lang}.xml"))
     if not matches:
         langs = sorted({p.name.split(".")[-2] for p in directory.glob(f"IWSLT*.{set_name}.*.xml")})
@@ -368,6 +396,11 @@ def load_iwslt_split(directory: Path, sets: list[str], src_lang: str, tgt_lang: 
     tgt_all: list[str] = []
     for set_name in sets:
         sp, tp = _iwslt_file(directory, set_name, src_lang), _iwslt_file(directory, set_name, tgt_lang)
+        if set_name == IWSLT_TRAIN:  # line-parallel text, no segment ids
+            src, tgt = _paired(sp, tp, read_iwslt_tags(sp), read_iwslt_tags(tp))
+            src_all += src
+            tgt_all += tgt
+            continue
         src_segs, tgt_segs = read_iwslt_xml(sp), read_iwslt_xml(tp)
         _paired(sp, tp, src_segs, tgt_segs)
         for (sid, s), (tid, t) in zip(src_segs, tgt_segs):
@@ -382,6 +415,12 @@ def load_hub_split(cfg: DataConfig, split: str, corpus: CorpusConfig | None = No
     corpus = corpus or cfg
     try:
         ds = datasets.load_dataset(corpus.hf_name, corpus.hf_config or None, split=split)
+    except RuntimeError as err:  # datasets >= 4 refuses hub datasets that are loading scripts
+        raise UserError(
+            f"cannot load Hugging Face dataset '{corpus.hf_name}' ({corpus.hf_config}): "
+            f"{str(err).splitlines()[0][:200]}. For IWSLT, download the official release and read its files: "
+            "data=iwslt16 data.dir=DIR 'data.train=[train]' (README, IWSLT)."
+        ) from None
     except (ConnectionError, OSError, ValueError, FileNotFoundError) as err:
         raise UserError(
             f"cannot load Hugging Face dataset '{corpus.hf_name}' ({corpus.hf_config}) split '{split}': "
@@ -403,7 +442,7 @@ def _read_files(cfg: DataConfig, corpus: CorpusConfig, names: list[str]) -> data
         return load_text_split(cfg, names, corpus)
     if corpus.format == "tsv":
         return load_tsv_split(cfg, corpus, names)
-    if corpus.format == "iwslt_xml":  # XML dev/test sets: small, parsed whole
+    if corpus.format == "iwslt_xml":  # XML dev/test sets and train.tags: at most ~200k lines, read whole
         src, tgt = load_iwslt_split(corpus_dir(corpus), names, cfg.src_lang, cfg.tgt_lang)
         return datasets.Dataset.from_dict({"src": src, "tgt": tgt})
     if corpus.format == "hf_hub":

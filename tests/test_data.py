@@ -1,11 +1,12 @@
 import gzip
 
+import datasets
 import numpy as np
 import pytest
 
 from mt.batching import bucket_batches, padding_waste
 from mt.config import DataConfig
-from mt.data import load_raw, prepare, read_iwslt_xml
+from mt.data import load_hub_split, load_raw, prepare, read_iwslt_tags, read_iwslt_xml
 from mt.errors import UserError
 
 from .conftest import TOY
@@ -92,6 +93,58 @@ def test_iwslt_xml_pairs_segments(tmp_path):
     )
     raw = load_raw(cfg)
     assert raw["train"]["src"] == ["Hallo & Welt", "Zwei"] and raw["train"]["tgt"] == ["Hello & world", "Two"]
+
+
+TAGS = """<url>http://www.ted.com/talks/a</url>
+<keywords>talks, science</keywords>
+<speaker>A Speaker</speaker>
+<talkid>1</talkid>
+<title>{title}</title>
+<description>{description}</description>
+{a}
+{b}
+<reviewer href="x">R</reviewer>
+<translator href="y">T</translator>
+"""
+
+
+def test_iwslt_train_tags_are_the_release_training_talks(tmp_path):
+    de = TAGS.format(title="Ein Titel", description="Eine Beschreibung", a="Hallo Welt.", b="Zwei & drei.")
+    en = TAGS.format(title="A title", description="A description", a="Hello world.", b="Two & three.")
+    (tmp_path / "train.tags.de-en.de").write_text(de, encoding="utf-8")
+    (tmp_path / "train.tags.de-en.en").write_text(en, encoding="utf-8")
+    assert read_iwslt_tags(tmp_path / "train.tags.de-en.en") == [
+        "A title",
+        "A description",
+        "Hello world.",
+        "Two & three.",
+    ]
+    (tmp_path / "IWSLT17.TED.dev2010.de-en.de.xml").write_text(IWSLT.format(a="Eins", b="Zwei"))
+    (tmp_path / "IWSLT17.TED.dev2010.de-en.en.xml").write_text(IWSLT.format(a="One", b="Two"))
+    cfg = DataConfig(
+        name="iw", format="iwslt_xml", dir=str(tmp_path), src_lang="en", tgt_lang="de",
+        train=["train"], valid=["TED.dev2010"], test=["TED.dev2010"],
+    )  # fmt: skip
+    raw = load_raw(cfg)
+    assert raw["train"]["src"] == ["A title", "A description", "Hello world.", "Two & three."]
+    assert raw["train"]["tgt"] == ["Ein Titel", "Eine Beschreibung", "Hallo Welt.", "Zwei & drei."]
+    assert raw["valid"]["src"] == ["One", "Two"]
+    (tmp_path / "train.tags.de-en.de").write_text(de + "Eine Zeile mehr.\n", encoding="utf-8")
+    with pytest.raises(UserError, match="train.tags.de-en.en"):
+        load_raw(cfg)
+    (tmp_path / "train.tags.de-en.de").unlink()
+    with pytest.raises(UserError, match=r"no train.tags.\*.de in .*full IWSLT release"):
+        load_raw(cfg)
+
+
+def test_a_hub_dataset_datasets_refuses_gives_one_line(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Dataset scripts are no longer supported, but found iwslt2017.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    cfg = DataConfig(name="h", format="hf_hub", hf_name="iwslt2017", hf_config="iwslt2017-de-en", src_lang="de")
+    with pytest.raises(UserError, match=r"no longer supported.*data=iwslt16 data.dir=DIR 'data.train=\[train\]'"):
+        load_hub_split(cfg, "train")
 
 
 def test_prepare_filters_empty_and_long_training_pairs(tmp_path):

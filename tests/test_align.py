@@ -16,15 +16,16 @@ from mt.align.extract import (
     align_config_for,
     align_hypothesis,
     align_pairs,
-    align_pairs_words,
     align_translations,
     align_words,
+    all_alignments,
     check_config,
     encode_sentences,
     encode_units,
     encode_words,
     format_links,
     mutual_links,
+    pairs_attention,
     pool_words,
     reread_best,
     select,
@@ -306,14 +307,18 @@ def test_cli_extract_score_sweep(toy_checkpoint, tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
     from mt.checkpoint import load
 
-    words = align_pairs_words(load(toy_checkpoint), read_lines(src), read_lines(tgt), AlignConfig())
+    words = all_alignments(
+        *pairs_attention(load(toy_checkpoint), read_lines(src), read_lines(tgt), AlignConfig()), AlignConfig()
+    )
     main(pairs)
     assert capsys.readouterr().out.splitlines() == [format_links(w.links) for w in words]
     main([*pairs, "--links", "mutual"])
     mutual = [format_links(mutual_links(w.matrix)) for w in words]
     assert capsys.readouterr().out.splitlines() == mutual != [format_links(w.links) for w in words]
     main([*pairs, "--reverse-checkpoint", str(toy_checkpoint), "--symmetrize", "mutual-of-mean"])
-    backward = align_pairs_words(load(toy_checkpoint), read_lines(tgt), read_lines(src), AlignConfig())
+    backward = all_alignments(
+        *pairs_attention(load(toy_checkpoint), read_lines(tgt), read_lines(src), AlignConfig()), AlignConfig()
+    )
     expected = [format_links(mutual_of_mean(f.matrix, b.matrix)) for f, b in zip(words, backward)]
     assert capsys.readouterr().out.splitlines() == expected and all(expected)
     main(["score", "--gold", str(gold), "--hyp", str(hyp), "--gold-one-based"])

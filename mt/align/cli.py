@@ -34,8 +34,8 @@ from mt.align.extract import (
     WORDS,
     AlignConfig,
     align_config_for,
-    align_pairs_words,
     align_translations,
+    all_alignments,
     check_config,
     config_of_record,
     encode_pairs,
@@ -43,6 +43,7 @@ from mt.align.extract import (
     format_links,
     model_dims,
     pair_attention,
+    pairs_attention,
     source_limit,
 )
 from mt.align.gold import GoldLine, aer, flip_gold, format_score, read_alignment_file, read_gold_pairs
@@ -261,14 +262,16 @@ def run_extract(args: argparse.Namespace) -> None:
         raise UserError(f"--symmetrize {MUTUAL_OF_MEAN} links word matrices: use --words sum or max with it")
     _say_config(args.checkpoint, cfg)
     with progress_bar(len(src_lines), "pair", "aligning") as bar:
-        forward = align_pairs_words(loaded, src_lines, tgt_lines, cfg, device, on_batch=bar.update)
+        forward = all_alignments(*pairs_attention(loaded, src_lines, tgt_lines, cfg, device, bar.update), cfg)
     links = [w.links for w in forward]
     if args.reverse_checkpoint:
         reverse = _load(args.reverse_checkpoint, device)
         rev_cfg = _config(args, reverse)
         _say_config(args.reverse_checkpoint, rev_cfg)
         with progress_bar(len(src_lines), "pair", "aligning the reverse direction") as bar:
-            backward = align_pairs_words(reverse, tgt_lines, src_lines, rev_cfg, device, on_batch=bar.update)
+            backward = all_alignments(
+                *pairs_attention(reverse, tgt_lines, src_lines, rev_cfg, device, bar.update), rev_cfg
+            )
         if args.symmetrize == MUTUAL_OF_MEAN:
             links = [mutual_of_mean(f.matrix, b.matrix) for f, b in zip(forward, backward)]
         else:

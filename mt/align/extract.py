@@ -402,25 +402,15 @@ def pair_attention(
 
 
 def all_alignments(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[WordAlignment]:
-    empty = WordAlignment(torch.zeros(0, 0), [])
-    return [align_words(a, sw, tw, cfg) if a.numel() else empty for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)]
+    """The word alignment of each pair (`align_words`); a pair with an empty side has none."""
+    return [
+        align_words(a, sw, tw, cfg) if a.numel() else WordAlignment(torch.zeros(0, 0), [])
+        for a, sw, tw in zip(att, enc.src_words, enc.tgt_words)
+    ]
 
 
 def all_links(att: Sequence[Tensor], enc: Encoded, cfg: AlignConfig) -> list[list[Link]]:
     return [w.links for w in all_alignments(att, enc, cfg)]
-
-
-def align_pairs_words(
-    loaded,
-    src_lines: Sequence[str],
-    tgt_lines: Sequence[str],
-    cfg: AlignConfig,
-    device="cpu",
-    on_batch: Callable[[int], object] | None = None,
-) -> list[WordAlignment]:
-    """Teacher-forced word matrices and links of whitespace-tokenized pairs, one per pair."""
-    att, enc = pairs_attention(loaded, src_lines, tgt_lines, cfg, device, on_batch)
-    return all_alignments(att, enc, cfg)
 
 
 def pairs_attention(
@@ -446,7 +436,7 @@ def align_pairs(
     on_batch: Callable[[int], object] | None = None,
 ) -> list[list[Link]]:
     """Teacher-forced alignments of whitespace-tokenized pairs: one list of (src, tgt) links per pair."""
-    return [w.links for w in align_pairs_words(loaded, src_lines, tgt_lines, cfg, device, on_batch)]
+    return all_links(*pairs_attention(loaded, src_lines, tgt_lines, cfg, device, on_batch), cfg)
 
 
 @dataclass

@@ -40,16 +40,52 @@ if TYPE_CHECKING:
     from mt.decode import Hypothesis
 
 
-def score_translations(hyps: list[str], refs: list[str]) -> dict[str, Any]:
-    """Corpus BLEU (13a, cased) and chrF on detokenized text, with their signatures."""
+def score_translations(hyps: list[str], refs: list[str], sources: list[str] | None = None) -> dict[str, Any]:
+    """Corpus BLEU (13a, cased) and chrF on detokenized text, with their signatures. Given the
+    `sources`, a set where a source sentence repeats with other references (Tatoeba: one line per
+    translation) is also scored once per distinct source against all its references
+    (`multi_reference`), so a correct translation is not penalised for matching another one."""
     if len(hyps) != len(refs):
         raise UserError(f"{len(hyps)} translations but {len(refs)} references")
     bleu, chrf = BLEU(), CHRF()
     b = bleu.corpus_score(hyps, [refs])
     c = chrf.corpus_score(hyps, [refs])
+    scores: dict[str, Any] = {
+        "bleu": b.score,
+        "chrf": c.score,
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+    if sources is not None and len(set(sources)) < len(sources):
+        scores["multi_reference"] = multi_reference_scores(*group_by_source(hyps, refs, sources))
+    return scores
+
+
+def group_by_source(hyps: list[str], refs: list[str], sources: list[str]) -> tuple[list[str], list[list[str | None]]]:
+    """One line per distinct source, in order of first appearance: the hypothesis of its first line
+    and sacreBLEU reference streams holding all its references (None where it has fewer)."""
+    if len(sources) != len(hyps):
+        raise UserError(f"{len(hyps)} translations but {len(sources)} source sentences")
+    first_hyp: dict[str, str] = {}
+    refs_of: dict[str, list[str]] = {}
+    for src, hyp, ref in zip(sources, hyps, refs, strict=True):
+        first_hyp.setdefault(src, hyp)
+        refs_of.setdefault(src, []).append(ref)
+    streams = max(len(r) for r in refs_of.values())
+    ref_streams = [[r[k] if k < len(r) else None for r in refs_of.values()] for k in range(streams)]
+    return list(first_hyp.values()), ref_streams
+
+
+def multi_reference_scores(hyps: list[str], ref_streams: list[list[str | None]]) -> dict[str, Any]:
+    """BLEU and chrF of one hypothesis per source against several reference streams."""
+    bleu, chrf = BLEU(), CHRF()
+    b = bleu.corpus_score(hyps, ref_streams)
+    c = chrf.corpus_score(hyps, ref_streams)
     return {
         "bleu": b.score,
         "chrf": c.score,
+        "sources": len(hyps),
+        "max_references": len(ref_streams),
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }
@@ -220,6 +256,11 @@ def main(argv: list[str] | None = None) -> None:
             label = f"{name}: " if len(sets) > 1 else ""
             print(f"{label}BLEU = {scores['bleu']:.2f}  {scores['bleu_signature']}")
             print(f"{label}chrF = {scores['chrf']:.2f}  {scores['chrf_signature']}")
+            if multi := scores.get("multi_reference"):
+                print(
+                    f"{label}{multi['sources']} distinct sources, each against all its references: "
+                    f"BLEU = {multi['bleu']:.2f}  chrF = {multi['chrf']:.2f}  {multi['bleu_signature']}"
+                )
 
 
 def _score_set(
@@ -231,7 +272,7 @@ def _score_set(
         hyps = engine.translate(engine.tokenizer.encode_src(src), bar.update)
     seconds = time.perf_counter() - start
     text = engine.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-    scores = score_translations(text, ref)
+    scores = score_translations(text, ref, src)
     stem = f"{name}.beam{args.beam}" + (".ct2" if engine.name == "ct2" else "")
     metrics = {
         "checkpoint": str(engine.model),

@@ -137,6 +137,13 @@ def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[st
                 (f"test BLEU ({which}, {how})", f"{scores['test_bleu']:.2f} `{scores.get('bleu_signature', '')}`")
             )
             rows.append((f"test chrF ({name})", f"{scores['test_chrf']:.2f} `{scores.get('chrf_signature', '')}`"))
+            if multi := scores.get("test_multi_reference"):
+                rows.append(
+                    (
+                        f"test BLEU / chrF ({name}, {multi['sources']} distinct sources against all their references)",
+                        f"{multi['bleu']:.2f} / {multi['chrf']:.2f} `{multi['bleu_signature']}`",
+                    )
+                )
         names = ", ".join(per_corpus)
         rows.append(
             (

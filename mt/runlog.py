@@ -46,6 +46,18 @@ class ValidationRecord(TypedDict):
     corpora: NotRequired[dict[str, CorpusValidation]]
 
 
+class MultiReferenceScores(TypedDict):
+    """A test set whose sources repeat (one line per translation), scored once per distinct source
+    against all its references (mt.evaluate.multi_reference_scores)."""
+
+    bleu: float
+    chrf: float
+    sources: int
+    max_references: int
+    bleu_signature: str
+    chrf_signature: str
+
+
 class CorpusTest(TypedDict):
     """One corpus's test scores (data.corpora)."""
 
@@ -55,6 +67,7 @@ class CorpusTest(TypedDict):
     chrf_signature: str
     test_decode_seconds: float
     sentences: int
+    test_multi_reference: NotRequired[MultiReferenceScores]
 
 
 class RunMetrics(TypedDict, total=False):
@@ -86,6 +99,7 @@ class RunMetrics(TypedDict, total=False):
     bleu_signature: str
     chrf_signature: str
     test_decode_seconds: float
+    test_multi_reference: MultiReferenceScores  # only where test sources repeat
     # With data.corpora: the corpora, how their validations select best.pt, and each one's test
     # scores (test_bleu and test_chrf above are then their means, test_decode_seconds the sum).
     corpora: list[str]

@@ -63,7 +63,7 @@ def decode_and_score(
     hyps = translate_ids(model, split.src, cfg, device)
     text = tokenizer.decode_tgt([h[0].tokens for h in hyps])
     seconds = time.perf_counter() - start
-    return Decoded(text, score_translations(text, list(split.tgt_text)), seconds)
+    return Decoded(text, score_translations(text, list(split.tgt_text), list(split.src_text)), seconds)
 
 
 def greedy(cfg: DecodeConfig) -> DecodeConfig:
@@ -97,13 +97,16 @@ def validation_record(step: int, epoch: int, minutes: float, loss: float, scores
 def test_results(decoded: Decoded) -> dict[str, Any]:
     """The test split's entries of metrics.json."""
     s = decoded.scores
-    return {
+    results = {
         "test_bleu": s["bleu"],
         "test_chrf": s["chrf"],
         "bleu_signature": s["bleu_signature"],
         "chrf_signature": s["chrf_signature"],
         "test_decode_seconds": decoded.seconds,
     }
+    if "multi_reference" in s:  # a source with several translations (Tatoeba), scored against all of them
+        results["test_multi_reference"] = s["multi_reference"]
+    return results
 
 
 # Several corpora (data.corpora): scored one by one, combined by the mean (runlog.selection_rule) ----

@@ -255,9 +255,12 @@ def test_mix_rows_counts():
     assert len(rows) == 50 and np.bincount(rows, minlength=20).tolist().count(3) == 10
 
 
-def two_corpora(tmp_path, weights=(1.0, 1.0)) -> DataConfig:
-    """The toy text corpus and a small TSV corpus with held-out splits."""
+def two_corpora(tmp_path, weights=(1.0, 1.0), second_translations: bool = False) -> DataConfig:
+    """The toy text corpus and a small TSV corpus with held-out splits (with `second_translations`,
+    each English sentence has two German ones, as in Tatoeba)."""
     lines = [f"the {c} cat number {i} .\tdie {c} katze nummer {i} ." for i in range(40) for c in ("red", "big")]
+    if second_translations:
+        lines += [f"the {c} cat number {i} .\teine {c} katze nummer {i} ." for i in range(40) for c in ("red", "big")]
     write_tsv(tmp_path / "tab.tsv.gz", lines)
     toy = CorpusConfig(format="text", dir=str(TOY), train=["train"], valid=["valid"], test=["test"], weight=weights[0])
     held = HeldOutConfig(valid_sources=6, test_sources=6)
@@ -301,7 +304,7 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
     from mt.train import run
 
     cfg = toy_config(tmp_path, max_steps=4, eval_every=2, valid_max_sentences=5)
-    cfg.data = two_corpora(tmp_path)
+    cfg.data = two_corpora(tmp_path, second_translations=True)
     cfg.decode.max_len_b = 3  # an untrained model: keep decoding short
     metrics = run(cfg, tmp_path / "run")
     assert metrics["corpora"] == ["toy", "tab"]
@@ -316,11 +319,15 @@ def test_two_corpus_training_reports_validation_and_test_per_corpus(tmp_path):
         # (4 updates: the greedy validation output is still empty, chrF 0; the made-up-score tests
         # above check the mean with non-zero values, and the test split's chrF below is non-zero)
     assert set(metrics["test_corpora"]) == {"toy", "tab"}
-    for name, sentences in (("toy", 30), ("tab", 6)):
+    for name, sentences in (("toy", 30), ("tab", 12)):
         test = metrics["test_corpora"][name]
         assert {"test_bleu", "test_chrf", "bleu_signature"} <= set(test) and test["sentences"] == sentences
         hyps = (tmp_path / "run" / f"test.{name}.hyp.txt").read_text().splitlines()
         assert len(hyps) == sentences
+    # tab's 6 test sources have two translations each: also scored once per source against both
+    assert "test_multi_reference" not in metrics["test_corpora"]["toy"]
+    multi = metrics["test_corpora"]["tab"]["test_multi_reference"]
+    assert (multi["sources"], multi["max_references"]) == (6, 2) and "nrefs:2|" in multi["bleu_signature"]
     assert metrics["test_bleu"] == pytest.approx(
         (metrics["test_corpora"]["toy"]["test_bleu"] + metrics["test_corpora"]["tab"]["test_bleu"]) / 2
     )
@@ -561,6 +568,25 @@ def replace_seed(cfg: DataConfig, seed: int) -> DataConfig:
     return replace(cfg, held_out=HeldOutConfig(**{**cfg.held_out.__dict__, "seed": seed}))
 
 
+def test_sources_with_several_references_are_scored_once_against_all_of_them():
+    from mt.evaluate import group_by_source, score_translations
+
+    sources = ["a", "b", "a", "c", "a"]
+    hyps, streams = group_by_source(["h1", "h2", "h1'", "h3", "h1''"], ["r1", "r2", "r3", "r4", "r5"], sources)
+    assert hyps == ["h1", "h2", "h3"]  # the first line's translation of each distinct source
+    assert streams == [["r1", "r2", "r4"], ["r3", None, None], ["r5", None, None]]
+
+    refs = ["der hund läuft über die wiese", "ein hund rennt über das gras", "eine katze schläft auf dem sofa"]
+    src = ["a dog runs across the grass", "a dog runs across the grass", "a cat sleeps on the sofa"]
+    hyps = ["ein hund rennt über das gras", "ein hund rennt über das gras", "eine katze schläft auf dem sofa"]
+    scores = score_translations(hyps, refs, src)
+    multi = scores["multi_reference"]
+    assert scores["bleu"] < 90 and multi["bleu"] == pytest.approx(100.0)  # right, just not the first reference
+    assert (multi["sources"], multi["max_references"]) == (2, 2)
+    assert "multi_reference" not in score_translations(hyps[1:], refs[1:], src[1:])  # no source repeats
+    assert "multi_reference" not in score_translations(hyps, refs)  # sources unknown
+
+
 def test_model_card_shows_each_corpus_and_labels_the_mean():
     from pathlib import Path
     from types import SimpleNamespace
@@ -576,6 +602,8 @@ def test_model_card_shows_each_corpus_and_labels_the_mean():
         "multi30k": {"test_bleu": 33.1, "test_chrf": 60.2, "sentences": 1000, "bleu_signature": "sig"},
         "tatoeba": {"test_bleu": 41.7, "test_chrf": 62.0, "sentences": 1369, "bleu_signature": "sig"},
     }
+    multi = {"bleu": 48.25, "chrf": 66.5, "sources": 1000, "max_references": 5, "bleu_signature": "nrefs:5"}
+    per_corpus["tatoeba"]["test_multi_reference"] = multi
     valid = {"multi30k": {"valid_bleu": 28.0, "valid_chrf": 54.0}, "tatoeba": {"valid_bleu": 32.0, "valid_chrf": 56.0}}
     history = [{"step": 4, "valid_bleu": 30.0, "valid_chrf": 55.0, "corpora": valid}]
     metrics = {"config": config, "test_bleu": 37.4, "test_chrf": 61.1, "test_corpora": per_corpus, "history": history}
@@ -584,5 +612,6 @@ def test_model_card_shows_each_corpus_and_labels_the_mean():
     assert "multi30k: test_2016_flickr, 1000 sentences, beam 4" in text and "33.10" in text
     assert "tatoeba: held-out test, 1369 sentences" in text and "41.70" in text
     assert "mean of the corpora (multi30k, tatoeba) | 37.40 / 61.10" in text
+    assert "tatoeba, 1000 distinct sources against all their references) | 48.25 / 66.50 `nrefs:5`" in text
     assert "update 4, tatoeba (greedy" in text and "update 4, mean of the corpora (greedy" in text
     assert "test BLEU (test," not in text  # no unlabelled row

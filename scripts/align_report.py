@@ -6,10 +6,10 @@
 Each model is read the way `mt.align` reads it by default: the aligning heads its checkpoint
 records (trained with train.align_weight, or saved by `mt.align sweep --save`), else the mean
 of all layers and heads; each direction's links both ways `mt.align --links` offers (argmax:
-every target word linked; mutual: row and column maxima agree). The reverse model's argmax links
-are flipped to English-French, then the two directions are combined (intersection, union,
-grow-diag-final-and), and their word matrices averaged (mutual-of-mean), all scored against the
-gold. Prints one table; `--json` also writes precision, recall, AER and counts of every row.
+every target word linked; mutual: row and column maxima agree). The reverse model's links are
+flipped to English-French, then the two directions' links of each rule are combined
+(intersection, union, grow-diag-final-and), and their word matrices averaged (mutual-of-mean),
+all scored against the gold. Prints one table; `--json` also writes precision, recall, AER and counts of every row.
 """
 
 from __future__ import annotations
@@ -64,10 +64,14 @@ def main() -> None:
             for rule in LINKS:
                 flipped = [invert(w.links) for w in reverse[rule]]
                 rows[f"fr->en {rule}"] = (aer(gold, flipped), reverse_source)
-            pairs = list(zip(forward["argmax"], reverse["argmax"]))
-            for method in COMBINATIONS:
-                combined = [symmetrize(f.links, invert(r.links), method) for f, r in pairs]
-                rows[f"{method} (argmax)"] = (aer(gold, combined), "both directions")
+            for rule in LINKS:
+                for method in COMBINATIONS:
+                    combined = [
+                        symmetrize(f.links, invert(r.links), method)
+                        for f, r in zip(forward[rule], reverse[rule], strict=True)
+                    ]
+                    rows[f"{method} ({rule})"] = (aer(gold, combined), "both directions")
+            pairs = list(zip(forward["argmax"], reverse["argmax"], strict=True))  # (their matrices are rule-free)
             rows[MUTUAL_OF_MEAN] = (aer(gold, [mutual_of_mean(f.matrix, r.matrix) for f, r in pairs]), "both matrices")
         print(f"{args.name}: AER on the {len(gold)} Hansards en-fr gold pairs")
         print(f"  {'alignment':<32} {'precision':>9} {'recall':>7} {'AER':>6}  read from")

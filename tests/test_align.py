@@ -540,3 +540,43 @@ def test_sweep_save_refuses_a_checkpoint_that_changed_meanwhile(toy_checkpoint, 
     row = {"system": "forward", "layer": 0, "head": 1, "shift": False, "words": "max", "aer": 0.5}
     with pytest.raises(UserError, match="changed while the sweep ran"):
         save_best([row], 2, False, torch.load(ckpt, weights_only=True), ckpt, stamp)
+
+
+def test_align_report_scores_every_rule_and_combination(toy_checkpoint, tmp_path):
+    """scripts/align_report.py: each direction under both link rules, the three combinations of each
+    rule's links and mutual-of-mean, each as the library computes it."""
+    import subprocess
+    import sys
+
+    from mt.align.gold import aer, read_alignment_file
+    from mt.align.symmetrize import invert, symmetrize
+    from mt.checkpoint import load
+
+    from .conftest import ROOT
+
+    en, fr = ["the cat sits .", "a woman plays"], ["die katze sitzt .", "eine frau spielt"]
+    (tmp_path / "s.txt").write_text("\n".join(en) + "\n")
+    (tmp_path / "t.txt").write_text("\n".join(fr) + "\n")
+    (tmp_path / "gold").write_text("1-1 2-2 3-3 4p4\n1-1 2-2 3-3\n")
+    out = tmp_path / "report.json"
+    files = ["--src", str(tmp_path / "s.txt"), "--tgt", str(tmp_path / "t.txt"), "--gold", str(tmp_path / "gold")]
+    ckpt = ["--forward", str(toy_checkpoint), "--reverse", str(toy_checkpoint)]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "align_report.py"), *ckpt, *files, "--json", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(out.read_text())["scores"]
+    combos = [f"{m} ({r})" for r in ("argmax", "mutual") for m in ("intersection", "union", "grow-diag-final-and")]
+    directions = [f"{d} {r}" for d in ("en->fr", "fr->en") for r in ("argmax", "mutual")]
+    assert list(scores) == [*directions[:2], *directions[2:], *combos, "mutual-of-mean"]
+    gold = read_alignment_file(str(tmp_path / "gold"), one_based=True)
+    model = load(toy_checkpoint)
+    words = {}
+    for name, (s, t) in {"fwd": (en, fr), "rev": (fr, en)}.items():
+        words[name] = all_alignments(*pairs_attention(model, s, t, AlignConfig()), AlignConfig(links="mutual"))
+    expected = aer(gold, [symmetrize(f.links, invert(r.links), "intersection") for f, r in zip(*words.values())])
+    assert scores["intersection (mutual)"]["aer"] == pytest.approx(expected.aer)
+    assert scores["intersection (mutual)"]["hyp_links"] == expected.hyp_links
+    assert scores["union (mutual)"]["hyp_links"] >= scores["intersection (mutual)"]["hyp_links"]
+    assert scores["intersection (mutual)"]["hyp_links"] <= scores["en->fr mutual"]["hyp_links"]

@@ -114,6 +114,14 @@ def _history_at(metrics: dict[str, Any], step: Any) -> dict[str, Any] | None:
     return next((r for r in metrics.get("history") or [] if r.get("step") == step), None)
 
 
+def _multi_reference_row(name: str, multi: dict[str, Any]) -> tuple[str, str]:
+    """A test set whose sources repeat, scored once per source against all its references."""
+    return (
+        f"test BLEU / chrF ({name}, {multi['sources']} distinct sources against all their references)",
+        f"{multi['bleu']:.2f} / {multi['chrf']:.2f} `{multi['bleu_signature']}`",
+    )
+
+
 def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[str]:
     lines = ["## Results", ""]
     metrics = run.metrics
@@ -138,12 +146,7 @@ def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[st
             )
             rows.append((f"test chrF ({name})", f"{scores['test_chrf']:.2f} `{scores.get('chrf_signature', '')}`"))
             if multi := scores.get("test_multi_reference"):
-                rows.append(
-                    (
-                        f"test BLEU / chrF ({name}, {multi['sources']} distinct sources against all their references)",
-                        f"{multi['bleu']:.2f} / {multi['chrf']:.2f} `{multi['bleu_signature']}`",
-                    )
-                )
+                rows.append(_multi_reference_row(name, multi))
         names = ", ".join(per_corpus)
         rows.append(
             (
@@ -159,6 +162,8 @@ def _results_section(loaded: Loaded, checkpoint: Path, run: RunFiles) -> list[st
             (f"test BLEU ({split}, {how})", f"{metrics['test_bleu']:.2f} `{metrics.get('bleu_signature', '')}`")
         )
         rows.append((f"test chrF ({split})", f"{metrics['test_chrf']:.2f} `{metrics.get('chrf_signature', '')}`"))
+        if multi := metrics.get("test_multi_reference"):
+            rows.append(_multi_reference_row(split, multi))
     elif "test_bleu" in metrics:
         rows.append(("test scores", f"the run tested {tested}, not {checkpoint.name}: not this model's"))
     record = _history_at(metrics, (loaded.ckpt.get("train_state") or {}).get("step"))

@@ -615,3 +615,18 @@ def test_model_card_shows_each_corpus_and_labels_the_mean():
     assert "tatoeba, 1000 distinct sources against all their references) | 48.25 / 66.50 `nrefs:5`" in text
     assert "update 4, tatoeba (greedy" in text and "update 4, mean of the corpora (greedy" in text
     assert "test BLEU (test," not in text  # no unlabelled row
+
+
+def test_model_card_of_one_corpus_shows_its_multi_reference_score():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from mt.model_card import RunFiles, _results_section
+
+    config = {"data": {"name": "tatoeba", "test": ["heldout"]}, "decode": {"beam_size": 5, "length_penalty": 1.0}}
+    multi = {"bleu": 33.5, "chrf": 51.25, "sources": 1000, "max_references": 10, "bleu_signature": "nrefs:var"}
+    metrics = {"config": config, "test_bleu": 27.0, "test_chrf": 46.0, "test_multi_reference": multi}
+    loaded = SimpleNamespace(ckpt={"train_state": {"step": 4}})
+    text = "\n".join(_results_section(loaded, Path("best.pt"), RunFiles(None, metrics)))
+    assert "test BLEU (heldout, beam 5" in text and "27.00" in text
+    assert "heldout, 1000 distinct sources against all their references) | 33.50 / 51.25 `nrefs:var`" in text

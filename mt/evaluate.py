@@ -47,15 +47,7 @@ def score_translations(hyps: list[str], refs: list[str], sources: list[str] | No
     (`multi_reference`), so a correct translation is not penalised for matching another one."""
     if len(hyps) != len(refs):
         raise UserError(f"{len(hyps)} translations but {len(refs)} references")
-    bleu, chrf = BLEU(), CHRF()
-    b = bleu.corpus_score(hyps, [refs])
-    c = chrf.corpus_score(hyps, [refs])
-    scores: dict[str, Any] = {
-        "bleu": b.score,
-        "chrf": c.score,
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
+    scores = _bleu_chrf(hyps, [refs])
     if sources is not None and len(set(sources)) < len(sources):
         scores["multi_reference"] = multi_reference_scores(*group_by_source(hyps, refs, sources))
     return scores
@@ -78,14 +70,14 @@ def group_by_source(hyps: list[str], refs: list[str], sources: list[str]) -> tup
 
 def multi_reference_scores(hyps: list[str], ref_streams: list[list[str | None]]) -> dict[str, Any]:
     """BLEU and chrF of one hypothesis per source against several reference streams."""
+    return {**_bleu_chrf(hyps, ref_streams), "sources": len(hyps), "max_references": len(ref_streams)}
+
+
+def _bleu_chrf(hyps: list[str], ref_streams: list[list[str]] | list[list[str | None]]) -> dict[str, Any]:
     bleu, chrf = BLEU(), CHRF()
-    b = bleu.corpus_score(hyps, ref_streams)
-    c = chrf.corpus_score(hyps, ref_streams)
     return {
-        "bleu": b.score,
-        "chrf": c.score,
-        "sources": len(hyps),
-        "max_references": len(ref_streams),
+        "bleu": bleu.corpus_score(hyps, ref_streams).score,
+        "chrf": chrf.corpus_score(hyps, ref_streams).score,
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }

@@ -9,7 +9,8 @@ of all layers and heads; each direction's links both ways `mt.align --links` off
 every target word linked; mutual: row and column maxima agree). The reverse model's links are
 flipped to English-French, then the two directions' links of each rule are combined
 (intersection, union, grow-diag-final-and), and their word matrices averaged (mutual-of-mean),
-all scored against the gold. Prints one table; `--json` also writes precision, recall, AER and counts of every row.
+all scored against the gold. Prints one table; `--json` also writes precision, recall, AER and
+counts of every row.
 """
 
 from __future__ import annotations
@@ -61,18 +62,18 @@ def main() -> None:
         rows = {f"en->fr {rule}": (aer(gold, [w.links for w in forward[rule]]), forward_source) for rule in LINKS}
         if args.reverse:
             reverse, reverse_source = read_both_ways(args.reverse, fr, en)
+            flipped = {rule: [invert(w.links) for w in reverse[rule]] for rule in LINKS}  # English-French
             for rule in LINKS:
-                flipped = [invert(w.links) for w in reverse[rule]]
-                rows[f"fr->en {rule}"] = (aer(gold, flipped), reverse_source)
+                rows[f"fr->en {rule}"] = (aer(gold, flipped[rule]), reverse_source)
             for rule in LINKS:
                 for method in COMBINATIONS:
                     combined = [
-                        symmetrize(f.links, invert(r.links), method)
-                        for f, r in zip(forward[rule], reverse[rule], strict=True)
+                        symmetrize(f.links, r, method) for f, r in zip(forward[rule], flipped[rule], strict=True)
                     ]
                     rows[f"{method} ({rule})"] = (aer(gold, combined), "both directions")
-            pairs = list(zip(forward["argmax"], reverse["argmax"], strict=True))  # (their matrices are rule-free)
-            rows[MUTUAL_OF_MEAN] = (aer(gold, [mutual_of_mean(f.matrix, r.matrix) for f, r in pairs]), "both matrices")
+            # a pair's word matrix is the same under either link rule
+            mean_links = [mutual_of_mean(f.matrix, r.matrix) for f, r in zip(forward["argmax"], reverse["argmax"])]
+            rows[MUTUAL_OF_MEAN] = (aer(gold, mean_links), "both matrices")
         print(f"{args.name}: AER on the {len(gold)} Hansards en-fr gold pairs")
         print(f"  {'alignment':<32} {'precision':>9} {'recall':>7} {'AER':>6}  read from")
         for name, (score, source) in rows.items():

@@ -57,6 +57,7 @@ class AligningHeads(TypedDict):
     shift: bool  # read target word j from the step where it is the decoder input
     full_context: bool  # teacher-forced without the causal mask (as trained with model.align_full_context)
     source: str  # "supervised" (trained with train.align_weight > 0) | "sweep" (mt.align sweep --save)
+    null: NotRequired[bool]  # trained with model.align_null: attention on the source eos = no link
     aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
 
 
@@ -68,6 +69,7 @@ def supervised_heads(config: ModelConfig) -> AligningHeads:
         "shift": False,  # supervised on the row that predicts each target token
         "full_context": config.align_full_context,
         "source": "supervised",
+        "null": config.align_null,
     }
 
 

@@ -251,9 +251,13 @@ class ModelConfig:
     # train.align_weight > 0: heads 0..align_heads-1 of decoder layer align_layer (None: the
     # penultimate; negative counts from the end). align_full_context: that layer's attention is
     # read from an extra decoder pass without the causal mask (every target word visible).
+    # align_null: a target token the teacher leaves unaligned is trained to attend to the source's
+    # end-of-sentence token, and a word whose aligning attention peaks there is read as unaligned
+    # (the null link a statistical aligner has; without it every target word gets a link).
     align_layer: int | None = None
     align_heads: int = 1
     align_full_context: bool = False
+    align_null: bool = False
 
     def decoder_depth(self) -> int:
         return self.decoder_layers if self.decoder_layers is not None else self.layers

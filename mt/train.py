@@ -100,6 +100,8 @@ class Trainer:
 
             train = self.data.splits["train"]
             train.align = teacher_links(train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir)
+            if self.cfg.model.align_null:
+                train.align = train.align.with_null([len(s) for s in train.src], [len(t) for t in train.tgt])
         if self.dist.main:
             self.data.tokenizer.save(self.paths.tokenizer)
             distributed.barrier(self.dist)

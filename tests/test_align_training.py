@@ -193,7 +193,14 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
     assert "valid/aer" in events.Tags()["scalars"] and "train/align_loss" in events.Tags()["scalars"]
     assert {"alignment/gold", "attention/aligning"} <= set(events.Tags()["images"])
     record = read(tmp_path / "run" / "checkpoints" / "best.pt")["alignment"]
-    assert record == {"layer": 0, "heads": [0], "shift": False, "full_context": False, "source": "supervised"}
+    assert record == {
+        "layer": 0,
+        "heads": [0],
+        "shift": False,
+        "full_context": False,
+        "source": "supervised",
+        "null": False,
+    }
 
 
 @pytest.mark.slow

@@ -113,6 +113,7 @@ def test_answers_name_the_recorded_heads_and_read_them(tmp_path):
         "heads": [0],
         "shift": False,
         "full_context": True,
+        "null": False,
         "origin": "supervised",
         "description": "layer 1 head 0, full context (supervised)",
     }

@@ -57,6 +57,9 @@ class AlignConfig:
     # Teacher-forced without the causal mask: how a model trained with model.align_full_context
     # reads its aligning heads (a freely decoded translation is re-read this way).
     full_context: bool = False
+    # A model trained with model.align_null: a target word whose attention peaks on the source's
+    # end-of-sentence token (not a word) gets no link.
+    null: bool = False
     # Where layer/head/shift come from: "supervised" | "sweep" (the checkpoint's record, see
     # align_config_for), "options" (set by the user over it), "" (the default above).
     origin: str = ""
@@ -87,6 +90,7 @@ class AlignConfig:
             text += f" head{'s' if len(heads) > 1 else ''} {','.join(map(str, heads))}"
         text += ", shift" if self.shift else ""
         text += ", full context" if self.full_context else ""
+        text += ", null on eos" if self.null else ""
         return text + f" ({self.origin or 'default'})"
 
 
@@ -110,12 +114,14 @@ def config_of_record(record: Mapping[str, Any]) -> AlignConfig:
         and heads
         and all(isinstance(h, int) for h in heads)
         and all(isinstance(record.get(k), bool) for k in ("shift", "full_context"))
+        and isinstance(record.get("null", False), bool)
     )
     if not fine:
         raise UserError(f"the checkpoint's alignment record is malformed: {dict(record)}")
     head: int | list[int] = heads[0] if len(heads) == 1 else list(heads)
     origin = str(record.get("source") or "record")
-    return AlignConfig(layer, head, record["shift"], full_context=record["full_context"], origin=origin)
+    null = record.get("null", False)  # absent in checkpoints from before model.align_null
+    return AlignConfig(layer, head, record["shift"], full_context=record["full_context"], null=null, origin=origin)
 
 
 def align_config_for(ckpt: Mapping[str, Any] | None, **given: Any) -> AlignConfig:
@@ -223,11 +229,12 @@ def select(attention: Tensor, cfg: AlignConfig) -> Tensor:
     return a.mean(0) if heads is None else a[heads].mean(0)
 
 
-def token_matrix(attention: Tensor, n_src: int, n_tgt: int, cfg: AlignConfig) -> Tensor:
-    """Rows for the n_tgt target tokens (shifted or not), source eos column dropped -> [n_tgt, n_src]."""
+def token_matrix(attention: Tensor, n_src: int, n_tgt: int, cfg: AlignConfig, keep_eos: bool = False) -> Tensor:
+    """Rows for the n_tgt target tokens (shifted or not) -> [n_tgt, n_src], or with the source eos
+    column last ([n_tgt, n_src + 1]) when keep_eos."""
     a = select(attention, cfg)
     rows = a[1 : n_tgt + 1] if cfg.shift else a[:n_tgt]
-    return rows[:, :n_src]
+    return rows[:, : n_src + 1] if keep_eos else rows[:, :n_src]
 
 
 def pool_words(matrix: Tensor, src_words: list[int], tgt_words: list[int]) -> Tensor:
@@ -286,15 +293,19 @@ def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[i
         raise UserError(f"links must be one of {', '.join(LINKS)}, not '{cfg.links}'")
     if not src_word_ids or not tgt_word_ids:
         return WordAlignment(torch.zeros(0, 0), [])
-    tokens = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg)
+    n_words = max(src_word_ids) + 1
+    tokens = token_matrix(attention, len(src_word_ids), len(tgt_word_ids), cfg, keep_eos=cfg.null)
+    if cfg.null:  # the source eos is one more "word": links to it are the unaligned target words
+        src_word_ids = [*src_word_ids, n_words]
     if cfg.words == "max":
         matrix = pool_words_max(tokens, src_word_ids, tgt_word_ids)
     else:
         matrix = pool_words(tokens, src_word_ids, tgt_word_ids)
     if cfg.words == "subword":
-        pieces = matrix_links(tokens, cfg.links)
-        return WordAlignment(matrix, sorted({(src_word_ids[i], tgt_word_ids[j]) for i, j in pieces}))
-    return WordAlignment(matrix, matrix_links(matrix, cfg.links))
+        pieces = {(src_word_ids[i], tgt_word_ids[j]) for i, j in matrix_links(tokens, cfg.links)}
+    else:
+        pieces = set(matrix_links(matrix, cfg.links))
+    return WordAlignment(matrix[:, :n_words], sorted(link for link in pieces if link[0] < n_words))
 
 
 def attention_grid_text(

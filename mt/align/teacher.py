@@ -73,6 +73,17 @@ class PieceLinks:
         with np.load(path) as z:
             return cls(z["offsets"], z["src"], z["tgt"])
 
+    def with_null(self, src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> PieceLinks:
+        """These links plus one to the source eos (position = source length) for every target
+        position that has none: the null link model.align_null trains."""
+        pairs = []
+        for k, (n_src, n_tgt) in enumerate(zip(src_lengths, tgt_lengths)):
+            src, tgt = self.of(k)
+            linked = set(tgt.tolist())
+            null = [(int(n_src), t) for t in range(int(n_tgt)) if t not in linked]
+            pairs.append(sorted([*zip(src.tolist(), tgt.tolist()), *null], key=lambda link: (link[1], link[0])))
+        return PieceLinks.from_lists(pairs)
+
 
 def sentence_words(pieces: list[str]) -> tuple[list[str], list[int]]:
     """A sentence's words (pieces grouped by `word_units`, `▁` removed) and each piece's word."""

@@ -11,7 +11,8 @@ target_words    the translation's word units (pieces joined; mt.tokenizer.word_u
 links           [[source word, target word], ...], 0-based: mt.align's one path (`align_hypothesis`)
                 with the checkpoint's AlignConfig, the alignment `mt.translate --show-attention` prints
 aligned_by      which attention the links come from: {"layer", "heads" (null = mean: of all layers
-                / all heads), "shift", "full_context", "origin" ("supervised" | "sweep": the
+                / all heads), "shift", "full_context", "null" (unaligned = attention on the
+                source eos), "origin" ("supervised" | "sweep": the
                 checkpoint's record; "options"; "default": the mean of all), "description"}
 attention       only on request: word-level cross-attention, rows = target words, columns = source
                 words, pooled like the links (AlignConfig.words): "by_head" [layer][head][T][S],
@@ -79,6 +80,7 @@ def aligned_by(cfg: AlignConfig) -> dict[str, Any]:
         "heads": cfg.heads(),
         "shift": cfg.shift,
         "full_context": cfg.full_context,
+        "null": cfg.null,
         "origin": cfg.origin or "default",
         "description": cfg.describe(),
     }

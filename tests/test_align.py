@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,25 @@ def test_shift_reads_the_row_where_the_target_is_input_and_drops_eos_column():
     assert links_of(a, [0, 1], [0, 1], AlignConfig(shift=False)) == [(0, 0), (1, 1)]
     # shifted: y0 reads row 1 -> source 1; y1 reads row 2 -> eos column dropped -> source 1
     assert links_of(a, [0, 1], [0, 1], AlignConfig(shift=True)) == [(1, 0), (1, 1)]
+
+
+def test_null_reading_leaves_a_word_that_attends_to_eos_unaligned():
+    # 2 target words, 2 source words + eos column; target word 1 attends mostly to eos
+    a = _attention([[0.7, 0.2, 0.1], [0.3, 0.1, 0.6], [0.0, 0.0, 1.0]])
+    assert links_of(a, [0, 1], [0, 1], AlignConfig()) == [(0, 0), (0, 1)]  # eos dropped: next best
+    null = AlignConfig(null=True)
+    assert links_of(a, [0, 1], [0, 1], null) == [(0, 0)]
+    assert links_of(a, [0, 1], [0, 1], replace(null, links="mutual")) == [(0, 0)]
+    assert links_of(a, [0, 0], [0, 1], replace(null, words="subword")) == [(0, 0)]  # one word of two pieces
+    aligned = align_words(a, [0, 1], [0, 1], null)
+    assert aligned.matrix.shape == (2, 2)  # the matrix has the words only, not the eos column
+    record = {**SUPERVISED, "null": True}
+    assert align_config_for({"alignment": record}).null and not align_config_for({"alignment": SUPERVISED}).null
+    assert (
+        align_config_for({"alignment": record}).describe() == "layer 1 head 0, full context, null on eos (supervised)"
+    )
+    with pytest.raises(UserError, match="malformed"):
+        align_config_for({"alignment": {**SUPERVISED, "null": "yes"}})
 
 
 def test_layer_and_head_selection():

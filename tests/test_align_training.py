@@ -16,7 +16,7 @@ from mt.checkpoint import read
 from mt.config import GoldConfig, ModelConfig, validate
 from mt.errors import UserError
 from mt.loss import alignment_loss, batch_loss
-from mt.tokenizer import word_units
+from mt.tokenizer import EOS_ID, word_units
 from mt.train import run
 from mt.validation import GoldSet, gold_alignment
 
@@ -57,6 +57,50 @@ def test_collate_gives_each_aligned_target_token_weight_one():
     assert rows == {(0, 2, 0), (1, 0, 0), (1, 0, 1), (1, 1, 2)}  # (pair in batch, target pos, source pos)
     by_row = dict(zip(map(tuple, batch.align_index.tolist()), batch.align_weight.tolist()))
     assert by_row[(1, 0, 0)] == by_row[(1, 0, 1)] == 0.5 and by_row[(1, 1, 2)] == by_row[(0, 2, 0)] == 1.0
+
+
+def test_null_links_send_each_unaligned_target_token_to_the_source_eos():
+    links = PieceLinks.from_lists([[(0, 0), (1, 2)], []])
+    with_null = links.with_null([3, 2], [4, 2])
+    pairs = [list(zip(*(a.tolist() for a in with_null.of(k)))) for k in range(2)]
+    assert pairs == [[(0, 0), (3, 1), (1, 2), (3, 3)], [(2, 0), (2, 1)]]  # (source, target); 3 and 2: eos
+    split = Split(["a", "b"], ["x", "y"], [[5, 6, 7], [5, 6]], [[9] * 4, [9, 9]], align=with_null)
+    batch = collate(split, np.array([0, 1]))
+    assert batch.src[0, 3] == batch.src[1, 2] == EOS_ID  # the columns the null links point at
+    weights = dict(zip(map(tuple, batch.align_index.tolist()), batch.align_weight.tolist()))
+    assert weights[(0, 1, 3)] == weights[(0, 3, 3)] == weights[(1, 0, 2)] == weights[(1, 1, 2)] == 1.0
+    assert (0, 0, 0) in weights and len(weights) == 6
+
+
+def test_a_head_trained_with_null_links_leaves_unaligned_words_unaligned():
+    """Copy task where the teacher links only the tokens below 22 (i-i) and leaves the others
+    unaligned: trained with model.align_null, the head's links (read as the checkpoint records
+    them) are the aligned tokens' diagonal and nothing for the rest; read without null, every
+    word gets a link and precision drops."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    distinct = lambda n: rng.choice(np.arange(4, 40), size=n, replace=False).tolist()  # no word twice
+    sents = [distinct(rng.integers(3, 9)) for _ in range(1000)]  # fewer do not generalize
+    teacher = PieceLinks.from_lists([[(i, i) for i, w in enumerate(s) if w < 22] for s in sents])
+    lengths = [len(s) for s in sents]
+    split = Split([""] * 1000, [""] * 1000, sents, sents, align=teacher.with_null(lengths, lengths))
+    model = tiny_model(dropout=0.0, align_full_context=True, align_null=True).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        batch = collate(split, rng.choice(1000, 32, replace=False))
+        optimizer.zero_grad()
+        result = batch_loss(model, batch, 0.1, align_weight=1.0)
+        (result.loss / result.tokens).backward()
+        optimizer.step()
+    test = [distinct(6) for _ in range(20)]
+    words = [list(range(6)) for _ in test]
+    diagonal = [{(i, i) for i, w in enumerate(s) if w < 22} for s in test]
+    gold = GoldSet([[""] * 6] * 20, [[""] * 6] * 20, test, words, test, words, [GoldLine(d, d) for d in diagonal])
+    with_null = gold_alignment(model, gold, supervised=True, device=torch.device("cpu"))
+    assert with_null.score.aer < 0.05 and with_null.score.hyp_links <= sum(map(len, diagonal)) + 3, with_null.score
+    model.config.align_null = False  # the same attention, every target word linked
+    linked = gold_alignment(model, gold, supervised=True, device=torch.device("cpu")).score
+    assert linked.hyp_links == 6 * 20 and linked.precision < 0.8, linked
 
 
 @pytest.mark.parametrize("full_context", [False, True])

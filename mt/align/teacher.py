@@ -82,7 +82,11 @@ class PieceLinks:
             linked = set(tgt.tolist())
             null = [(int(n_src), t) for t in range(int(n_tgt)) if t not in linked]
             pairs.append(sorted([*zip(src.tolist(), tgt.tolist()), *null], key=lambda link: (link[1], link[0])))
-        return PieceLinks.from_lists(pairs)
+        result = PieceLinks.from_lists(pairs)
+        added, tokens = len(result.tgt) - len(self.tgt), sum(int(n) for n in tgt_lengths)
+        share = 100 * added / max(1, tokens)
+        log.info("null links: %d of %d target tokens (%.1f%%) have no teacher link", added, tokens, share)
+        return result
 
 
 def sentence_words(pieces: list[str]) -> tuple[list[str], list[int]]:

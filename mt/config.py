@@ -415,6 +415,8 @@ class MTConfig:
             found.append(
                 f"data.max_len ({self.data.max_len}) must not exceed model.max_positions ({self.model.max_positions})"
             )
+        if self.model.align_null and self.train.align_weight <= 0:
+            found.append("model.align_null trains the aligning heads: it needs train.align_weight > 0")
         return found
 
 

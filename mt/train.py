@@ -101,7 +101,8 @@ class Trainer:
             train = self.data.splits["train"]
             train.align = teacher_links(train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir)
             if self.cfg.model.align_null:
-                train.align = train.align.with_null([len(s) for s in train.src], [len(t) for t in train.tgt])
+                src_lens, tgt_lens = train.lengths()  # + 1 each (eos)
+                train.align = train.align.with_null(src_lens - 1, tgt_lens - 1)
         if self.dist.main:
             self.data.tokenizer.save(self.paths.tokenizer)
             distributed.barrier(self.dist)

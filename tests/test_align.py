@@ -196,7 +196,10 @@ def test_null_reading_leaves_a_word_that_attends_to_eos_unaligned():
     assert links_of(a, [0, 1], [0, 1], AlignConfig()) == [(0, 0), (0, 1)]  # eos dropped: next best
     null = AlignConfig(null=True)
     assert links_of(a, [0, 1], [0, 1], null) == [(0, 0)]
-    assert links_of(a, [0, 1], [0, 1], replace(null, links="mutual")) == [(0, 0)]
+    # mutual: target word 1's best word (source 1) has its column maximum there, but eos beats it
+    b = _attention([[0.7, 0.1, 0.2], [0.1, 0.3, 0.6], [0.0, 0.0, 1.0]])
+    assert links_of(b, [0, 1], [0, 1], AlignConfig(links="mutual")) == [(0, 0), (1, 1)]
+    assert links_of(b, [0, 1], [0, 1], replace(null, links="mutual")) == [(0, 0)]
     assert links_of(a, [0, 0], [0, 1], replace(null, words="subword")) == [(0, 0)]  # one word of two pieces
     aligned = align_words(a, [0, 1], [0, 1], null)
     assert aligned.matrix.shape == (2, 2)  # the matrix has the words only, not the eos column
@@ -205,6 +208,8 @@ def test_null_reading_leaves_a_word_that_attends_to_eos_unaligned():
     assert (
         align_config_for({"alignment": record}).describe() == "layer 1 head 0, full context, null on eos (supervised)"
     )
+    assert not align_config_for({"alignment": record}, head=1).null  # another head: not the trained one
+    assert align_config_for({"alignment": record}, words="sum").null  # the same head, pooled otherwise
     with pytest.raises(UserError, match="malformed"):
         align_config_for({"alignment": {**SUPERVISED, "null": "yes"}})
 

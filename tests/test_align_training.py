@@ -13,7 +13,7 @@ from mt.align.gold import GoldLine, aer, parse_links
 from mt.align.teacher import PieceLinks, sentence_words, teacher_links, word_to_piece_links
 from mt.batching import Split, collate
 from mt.checkpoint import read
-from mt.config import GoldConfig, ModelConfig, validate
+from mt.config import GoldConfig, ModelConfig, MTConfig, validate
 from mt.errors import UserError
 from mt.loss import alignment_loss, batch_loss
 from mt.tokenizer import EOS_ID, word_units
@@ -72,6 +72,7 @@ def test_null_links_send_each_unaligned_target_token_to_the_source_eos():
     assert (0, 0, 0) in weights and len(weights) == 6
 
 
+@pytest.mark.slow
 def test_a_head_trained_with_null_links_leaves_unaligned_words_unaligned():
     """Copy task where the teacher links only the tokens below 22 (i-i) and leaves the others
     unaligned: trained with model.align_null, the head's links (read as the checkpoint records
@@ -132,6 +133,23 @@ def test_aligning_settings_are_checked():
     assert ModelConfig(layers=3, align_layer=-1).aligning_layer() == 2
     with pytest.raises(UserError, match="data.align_gold"):
         validate(GoldConfig(src="a", tgt="b"))
+    cfg = MTConfig()
+    cfg.model.align_null = True
+    with pytest.raises(UserError, match="model.align_null .* train.align_weight > 0"):
+        validate(cfg)
+    cfg.train.align_weight = 0.5
+    assert validate(cfg) is cfg
+
+
+def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(teacher, "run_eflomal", lambda src, tgt: ([[] for _ in src], [[] for _ in src]))
+    cfg = toy_config(tmp_path, max_steps=2, eval_every=2, align_weight=0.5)
+    cfg.model.align_null = True
+    with caplog.at_level("INFO", logger="mt.align.teacher"):
+        run(cfg, tmp_path / "run")
+    assert read(tmp_path / "run" / "checkpoints" / "best.pt")["alignment"]["null"] is True
+    share = [r.getMessage() for r in caplog.records if r.getMessage().startswith("null links")]
+    assert len(share) == 1 and "(100.0%)" in share[0], share  # a teacher with no links: every token null
 
 
 def test_pharaoh_links_round_trip_through_the_scorer():

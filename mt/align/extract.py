@@ -133,7 +133,9 @@ def align_config_for(ckpt: Mapping[str, Any] | None, **given: Any) -> AlignConfi
     record = (ckpt or {}).get("alignment")
     base = config_of_record(record) if record else AlignConfig()
     cfg = replace(base, **given)
-    return cfg if cfg.reading() == base.reading() else replace(cfg, origin="options")
+    # Another layer/head/shift is not the trained head: its attention on eos means nothing, so
+    # the null rule (model.align_null) goes with the record.
+    return cfg if cfg.reading() == base.reading() else replace(cfg, origin="options", null=False)
 
 
 # Words <-> subword pieces ------------------------------------------------------------------

@@ -76,17 +76,23 @@ class PieceLinks:
     def with_null(self, src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> PieceLinks:
         """These links plus one to the source eos (position = source length) for every target
         position that has none: the null link model.align_null trains."""
-        pairs = []
-        for k, (n_src, n_tgt) in enumerate(zip(src_lengths, tgt_lengths)):
-            src, tgt = self.of(k)
-            linked = set(tgt.tolist())
-            null = [(int(n_src), t) for t in range(int(n_tgt)) if t not in linked]
-            pairs.append(sorted([*zip(src.tolist(), tgt.tolist()), *null], key=lambda link: (link[1], link[0])))
-        result = PieceLinks.from_lists(pairs)
-        added, tokens = len(result.tgt) - len(self.tgt), sum(int(n) for n in tgt_lengths)
-        share = 100 * added / max(1, tokens)
-        log.info("null links: %d of %d target tokens (%.1f%%) have no teacher link", added, tokens, share)
-        return result
+        src_lengths, tgt_lengths = np.asarray(src_lengths, np.int64), np.asarray(tgt_lengths, np.int64)
+        pairs = len(self)
+        pair_of_link = np.repeat(np.arange(pairs), np.diff(self.offsets))
+        starts = np.concatenate([[0], np.cumsum(tgt_lengths)])  # every target position, flat
+        linked = np.zeros(int(starts[-1]), dtype=bool)
+        linked[starts[pair_of_link] + self.tgt] = True
+        free = np.flatnonzero(~linked)
+        free_pair = np.searchsorted(starts, free, side="right") - 1
+        pair = np.concatenate([pair_of_link, free_pair])
+        src = np.concatenate([self.src, src_lengths[free_pair]]).astype(np.int32)
+        tgt = np.concatenate([self.tgt, free - starts[free_pair]]).astype(np.int32)
+        order = np.lexsort((src, tgt, pair))  # by pair, then target position, then source
+        offsets = np.zeros(pairs + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(np.bincount(pair, minlength=pairs))
+        share = 100 * len(free) / max(1, len(linked))
+        log.info("null links: %d of %d target tokens (%.1f%%) have no teacher link", len(free), len(linked), share)
+        return PieceLinks(offsets, src[order], tgt[order])
 
 
 def sentence_words(pieces: list[str]) -> tuple[list[str], list[int]]:

@@ -85,18 +85,10 @@ def test_a_head_trained_with_null_links_leaves_unaligned_words_unaligned():
     teacher = PieceLinks.from_lists([[(i, i) for i, w in enumerate(s) if w < 22] for s in sents])
     lengths = [len(s) for s in sents]
     split = Split([""] * 1000, [""] * 1000, sents, sents, align=teacher.with_null(lengths, lengths))
-    model = tiny_model(dropout=0.0, align_full_context=True, align_null=True).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        batch = collate(split, rng.choice(1000, 32, replace=False))
-        optimizer.zero_grad()
-        result = batch_loss(model, batch, 0.1, align_weight=1.0)
-        (result.loss / result.tokens).backward()
-        optimizer.step()
+    model = _train_on_copies(tiny_model(dropout=0.0, align_full_context=True, align_null=True), split, rng, 300)
     test = [distinct(6) for _ in range(20)]
-    words = [list(range(6)) for _ in test]
     diagonal = [{(i, i) for i, w in enumerate(s) if w < 22} for s in test]
-    gold = GoldSet([[""] * 6] * 20, [[""] * 6] * 20, test, words, test, words, [GoldLine(d, d) for d in diagonal])
+    gold = _copy_gold(test, diagonal)
     with_null = gold_alignment(model, gold, supervised=True, device=torch.device("cpu"))
     assert with_null.score.aer < 0.05 and with_null.score.hyp_links <= sum(map(len, diagonal)) + 3, with_null.score
     model.config.align_null = False  # the same attention, every target word linked
@@ -202,6 +194,26 @@ def test_eflomal_teacher_on_the_toy_corpus(tmp_path):
 
 
 @pytest.mark.slow
+def _train_on_copies(model, split: Split, rng: np.random.Generator, steps: int):
+    """Adam on the token loss + the alignment loss (weight 1), 32 random pairs a step."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        batch = collate(split, rng.choice(len(split), 32, replace=False))
+        optimizer.zero_grad()
+        result = batch_loss(model, batch, 0.1, align_weight=1.0)
+        (result.loss / result.tokens).backward()
+        optimizer.step()
+    return model
+
+
+def _copy_gold(sentences: list[list[int]], links: list[set]) -> GoldSet:
+    """A gold set of copy pairs (target = source, one piece per word); links sure and possible."""
+    words = [list(range(len(s))) for s in sentences]
+    blank = [[""] * len(s) for s in sentences]
+    return GoldSet(blank, blank, sentences, words, sentences, words, [GoldLine(x, x) for x in links])
+
+
 def test_copy_task_aligns_each_word_with_itself():
     """Target = source, teacher links i-i: the aligning head, read the way mt.align reads it
     (row t predicts target token t), must give i-i. An off-by-one between the loss and the
@@ -212,25 +224,9 @@ def test_copy_task_aligns_each_word_with_itself():
     sents = [distinct(rng.integers(3, 9)) for _ in range(200)]
     links = PieceLinks.from_lists([[(i, i) for i in range(len(s))] for s in sents])
     split = Split([""] * 200, [""] * 200, sents, sents, align=links)
-    model = tiny_model(layers=2, dropout=0.0).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        batch = collate(split, rng.choice(200, 32, replace=False))
-        optimizer.zero_grad()
-        result = batch_loss(model, batch, 0.1, align_weight=1.0)
-        (result.loss / result.tokens).backward()
-        optimizer.step()
+    model = _train_on_copies(tiny_model(layers=2, dropout=0.0), split, rng, 150)
     test = [distinct(6) for _ in range(20)]
-    words = [list(range(6)) for _ in test]
-    gold = GoldSet(
-        [[""] * 6] * 20,
-        [[""] * 6] * 20,
-        test,
-        words,
-        test,
-        words,
-        [GoldLine({(i, i) for i in range(6)}, {(i, i) for i in range(6)}) for _ in test],
-    )
+    gold = _copy_gold(test, [{(i, i) for i in range(6)} for _ in test])
     score = gold_alignment(model, gold, supervised=True, device=torch.device("cpu")).score
     assert score.aer < 0.02, score
 

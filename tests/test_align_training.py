@@ -193,7 +193,6 @@ def test_eflomal_teacher_on_the_toy_corpus(tmp_path):
         assert len(t) > 0 and s.max() < len(train.src[k]) and t.max() < len(train.tgt[k])
 
 
-@pytest.mark.slow
 def _train_on_copies(model, split: Split, rng: np.random.Generator, steps: int):
     """Adam on the token loss + the alignment loss (weight 1), 32 random pairs a step."""
     model.train()
@@ -214,6 +213,7 @@ def _copy_gold(sentences: list[list[int]], links: list[set]) -> GoldSet:
     return GoldSet(blank, blank, sentences, words, sentences, words, [GoldLine(x, x) for x in links])
 
 
+@pytest.mark.slow
 def test_copy_task_aligns_each_word_with_itself():
     """Target = source, teacher links i-i: the aligning head, read the way mt.align reads it
     (row t predicts target token t), must give i-i. An off-by-one between the loss and the

@@ -72,7 +72,8 @@ def main() -> None:
                     ]
                     rows[f"{method} ({rule})"] = (aer(gold, combined), "both directions")
             # a pair's word matrix is the same under either link rule
-            mean_links = [mutual_of_mean(f.matrix, r.matrix) for f, r in zip(forward["argmax"], reverse["argmax"])]
+            pairs = zip(forward["argmax"], reverse["argmax"], strict=True)
+            mean_links = [mutual_of_mean(f.matrix, r.matrix) for f, r in pairs]
             rows[MUTUAL_OF_MEAN] = (aer(gold, mean_links), "both matrices")
         print(f"{args.name}: AER on the {len(gold)} Hansards en-fr gold pairs")
         print(f"  {'alignment':<32} {'precision':>9} {'recall':>7} {'AER':>6}  read from")

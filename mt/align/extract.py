@@ -303,11 +303,11 @@ def align_words(attention: Tensor, src_word_ids: list[int], tgt_word_ids: list[i
         matrix = pool_words_max(tokens, src_word_ids, tgt_word_ids)
     else:
         matrix = pool_words(tokens, src_word_ids, tgt_word_ids)
-    if cfg.words == "subword":
-        pieces = {(src_word_ids[i], tgt_word_ids[j]) for i, j in matrix_links(tokens, cfg.links)}
+    if cfg.words == "subword":  # piece links, each standing for its two words' link
+        links = {(src_word_ids[i], tgt_word_ids[j]) for i, j in matrix_links(tokens, cfg.links)}
     else:
-        pieces = set(matrix_links(matrix, cfg.links))
-    return WordAlignment(matrix[:, :n_words], sorted(link for link in pieces if link[0] < n_words))
+        links = set(matrix_links(matrix, cfg.links))
+    return WordAlignment(matrix[:, :n_words], sorted(link for link in links if link[0] < n_words))
 
 
 def attention_grid_text(

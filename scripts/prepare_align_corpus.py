@@ -13,7 +13,8 @@ from pathlib import Path
 
 from baseline_eflomal import tokenize_en, tokenize_fr
 
-from mt.fileio import read_lines
+from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_write_text, read_lines
 
 SPLITS = ("train", "val", "test_2016_flickr")
 
@@ -24,11 +25,16 @@ def main() -> None:
     p.add_argument("--to", dest="target", default="data/align/m30k-tok")
     args = p.parse_args()
     source, target = Path(args.source), Path(args.target)
-    target.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        for lang, tokenize in (("en", tokenize_en), ("fr", tokenize_fr)):
-            lines = read_lines(source / f"{split}.{lang}.gz")
-            (target / f"{split}.{lang}").write_text("".join(tokenize(s) + "\n" for s in lines), encoding="utf-8")
+    with exit_on_user_error("prepare_align_corpus"):
+        files = {(split, lang): source / f"{split}.{lang}.gz" for split in SPLITS for lang in ("en", "fr")}
+        missing = [str(path) for path in files.values() if not path.is_file()]
+        if missing:  # checked before anything is written, so no half-made corpus is left behind
+            raise UserError(f"{', '.join(missing)} not found: prepare Multi30k first (make data)")
+        target.mkdir(parents=True, exist_ok=True)
+        for (split, lang), path in files.items():
+            tokenize = tokenize_en if lang == "en" else tokenize_fr
+            lines = read_lines(path)
+            atomic_write_text(target / f"{split}.{lang}", "".join(tokenize(s) + "\n" for s in lines))
     print(f"wrote {', '.join(SPLITS)} (en, fr) to {target}")
 
 

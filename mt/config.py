@@ -26,6 +26,9 @@ NORMS = ("pre", "post")
 POSITIONS = ("sinusoidal", "learned")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Which eflomal links the aligning heads learn (train.align_teacher): a symmetrization of both
+# directions (mt.align.symmetrize), or "forward", eflomal's links in the model's own direction alone.
+ALIGN_TEACHERS = ("grow-diag-final-and", "grow-diag-final", "grow-diag", "intersection", "union", "forward")
 
 
 # Settings that never change a result (where and how visibly a run happens): neither swept
@@ -343,6 +346,12 @@ class TrainConfig:
     # Weight of the alignment loss (Garg et al. 2019; 0 = off): the aligning heads (model.align_*)
     # learn eflomal's alignments of the training corpus (mt.align.teacher, cached under data.cache_dir).
     align_weight: float = 0.0
+    # The teacher links: grow-diag-final-and of eflomal's two directions (Garg et al.), another
+    # symmetrization, or forward: eflomal's source->target links alone, each target word linked to
+    # at most one source word (as a decoder head attends). Two models of opposite directions then
+    # learn from eflomal's two independent directions, so intersecting their links filters their
+    # errors as intersecting eflomal's does (with grow-diag-final-and both learn the same links).
+    align_teacher: str = "grow-diag-final-and"
     clip_norm: float = 1.0  # 0 = no clipping
     max_tokens: int = 4096  # tokens per batch (padded, max of source and target side)
     accumulate: int = 1  # gradient accumulation steps per update
@@ -391,6 +400,7 @@ class TrainConfig:
         c.fraction("label_smoothing")
         c.choice("optimizer", OPTIMIZERS)
         c.choice("precision", PRECISIONS)
+        c.choice("align_teacher", ALIGN_TEACHERS)
         c.require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "needs two values in [0, 1)")
         c.require(self.lr <= 0 or self.min_lr <= self.lr, "min_lr", f"must not exceed train.lr ({self.lr})")
         c.require(

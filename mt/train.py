@@ -99,7 +99,9 @@ class Trainer:
             from mt.align.teacher import teacher_links
 
             train = self.data.splits["train"]
-            train.align = teacher_links(train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir)
+            train.align = teacher_links(
+                train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir, self.tc.align_teacher
+            )
             if self.cfg.model.align_null:
                 src_lens, tgt_lens = train.lengths()  # + 1 each (eos)
                 train.align = train.align.with_null(src_lens - 1, tgt_lens - 1)

@@ -1,6 +1,7 @@
 """The supervised aligning heads: loss, gradient, teacher links and their cache, AER while training."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from mt.align.gold import GoldLine, aer, parse_links
 from mt.align.teacher import PieceLinks, sentence_words, teacher_links, word_to_piece_links
 from mt.batching import Split, collate
 from mt.checkpoint import read
-from mt.config import GoldConfig, ModelConfig, MTConfig, validate
+from mt.config import GoldConfig, ModelConfig, MTConfig, TrainConfig, validate
 from mt.errors import UserError
 from mt.loss import alignment_loss, batch_loss
 from mt.tokenizer import EOS_ID, word_units
@@ -179,6 +180,38 @@ def test_teacher_cache_is_reused_and_follows_the_corpus(tmp_path, monkeypatch):
     assert calls == [2] and np.array_equal(again.src, first.src)  # from the cache
     teacher_links(src[:2], tgt[:2], sp, str(tmp_path / "cache"))  # a changed corpus: aligned anew
     assert calls == [2, 2]
+
+
+def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch):
+    from mt.align.symmetrize import SYMMETRIZE
+    from mt.config import ALIGN_TEACHERS
+    from mt.tokenizer import Tokenizer
+
+    assert set(ALIGN_TEACHERS) == set(SYMMETRIZE) | {teacher.FORWARD}
+    calls = []
+
+    def two_directions(src, tgt):  # forward: word j -> word 0; reverse: word j -> word j
+        calls.append(len(src))
+        forward = [[(0, j) for j in range(len(t.split()))] for t in tgt]
+        reverse = [[(min(j, len(s.split()) - 1), j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
+        return forward, reverse
+
+    monkeypatch.setattr(teacher, "run_eflomal", two_directions)
+    en, de = (TOY / "train.en").read_text().splitlines(), (TOY / "train.de").read_text().splitlines()
+    sp = Tokenizer.train(en, de, toy_config(tmp_path).data)
+    src, tgt = sp.encode_src(en[:4]), sp.encode_tgt(de[:4])
+    cache = str(tmp_path / "cache")
+    forward = teacher_links(src, tgt, sp, cache, teacher.FORWARD)
+    _, src_units = sentence_words(sp.src_pieces(src[0]))
+    first_word = {p for p, w in enumerate(src_units) if w == 0}
+    assert set(forward.of(0)[0].tolist()) <= first_word  # every link from the source's first word
+    both = teacher_links(src, tgt, sp, cache, "intersection")
+    assert calls == [4, 4]  # another method is another cache entry, not forward's links
+    assert set(zip(*both.of(1))) <= set(zip(*forward.of(1)))
+    assert teacher_links(src, tgt, sp, cache, teacher.FORWARD).src.tolist() == forward.src.tolist()
+    assert calls == [4, 4]
+    with pytest.raises(UserError, match="train.align_teacher"):
+        validate(replace(TrainConfig(), align_teacher="reverse"))
 
 
 def test_eflomal_teacher_on_the_toy_corpus(tmp_path):

@@ -4,10 +4,11 @@ Garg et al. (2019) train one cross-attention head on a statistical aligner's lin
 aligner is eflomal (IBM1 + HMM + fertility, Gibbs sampling), run in both directions over the
 training pairs as the model sees them: each side's pieces grouped into words by
 `mt.tokenizer.word_units` (so eflomal's words are exactly groups of the model's pieces, and
-punctuation is a word of its own), symmetrized with grow-diag-final-and, then every link between
-two words becomes links between all their pieces. The result is cached under
-`data.cache_dir/align/`, keyed by the training split's token ids and the tokenizer, like the
-token ids themselves: a changed corpus or tokenizer gets new alignments, a rerun reuses them.
+punctuation is a word of its own), symmetrized with grow-diag-final-and (or another
+`train.align_teacher`: a symmetrization, or eflomal's forward links alone), then every link
+between two words becomes links between all their pieces. The result is cached under
+`data.cache_dir/align/`, keyed by the training split's token ids, the tokenizer and the teacher,
+like the token ids themselves: a changed corpus or tokenizer gets new alignments, a rerun reuses them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mt.fileio import atomic_write_bytes, read_lines
 from mt.tokenizer import WORD_START, Tokenizer, word_units
 
 log = logging.getLogger(__name__)
-SYMMETRIZATION = "grow-diag-final-and"
+FORWARD = "forward"  # train.align_teacher: eflomal's source->target links, not symmetrized
 EFLOMAL_MODEL = 3  # IBM1 + HMM + fertility
 EFLOMAL_SAMPLERS = 2
 FORMAT_VERSION = 2  # bump when the mapping changes: old caches are then not reused
@@ -115,11 +116,11 @@ def word_to_piece_links(word_links: Sequence[tuple[int, int]], src_units: list[i
     return sorted((s, t) for i, j in word_links for s in src_pieces.get(i, []) for t in tgt_pieces.get(j, []))
 
 
-def cache_key(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], tokenizer: Tokenizer) -> str:
-    """Hash of the pairs' token ids, the tokenizer and the teacher's settings."""
-    digest = hashlib.sha256(
-        f"v{FORMAT_VERSION}|{SYMMETRIZATION}|model{EFLOMAL_MODEL}|samplers{EFLOMAL_SAMPLERS}".encode()
-    )
+def cache_key(
+    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], tokenizer: Tokenizer, method: str
+) -> str:
+    """Hash of the pairs' token ids, the tokenizer and the teacher's settings (method: train.align_teacher)."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{EFLOMAL_SAMPLERS}".encode())
     digest.update(tokenizer.src_proto)
     digest.update(tokenizer.tgt_proto or b"")
     for seqs in (src_ids, tgt_ids):
@@ -155,10 +156,15 @@ def run_eflomal(src: list[str], tgt: list[str]) -> tuple[list[list[tuple[int, in
 
 
 def teacher_links(
-    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], tokenizer: Tokenizer, cache_dir: str
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    tokenizer: Tokenizer,
+    cache_dir: str,
+    method: str = "grow-diag-final-and",
 ) -> PieceLinks:
-    """Piece-level teacher links for every pair (eflomal, grow-diag-final-and), from the cache if there."""
-    key = cache_key(src_ids, tgt_ids, tokenizer)
+    """Piece-level teacher links for every pair (eflomal; method: a symmetrization of its two
+    directions, or FORWARD), from the cache if there."""
+    key = cache_key(src_ids, tgt_ids, tokenizer, method)
     cache = Path(cache_dir) / "align" / f"teacher-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         log.info("teacher alignments: reusing %s", cache)
@@ -183,11 +189,11 @@ def teacher_links(
         EFLOMAL_MODEL,
         EFLOMAL_SAMPLERS,
         len(src_words),
-        SYMMETRIZATION,
+        "forward links alone" if method == FORWARD else method,
     )
     forward, reverse = run_eflomal(src_words, tgt_words)
     aligned_pairs = [
-        word_to_piece_links(symmetrize(f, r, SYMMETRIZATION), su, tu)
+        word_to_piece_links(f if method == FORWARD else symmetrize(f, r, method), su, tu)
         for f, r, su, tu in zip(forward, reverse, src_units, tgt_units)
     ]
     pairs = [aligned_pairs[k] for k in row_of]

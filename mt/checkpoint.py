@@ -58,6 +58,7 @@ class AligningHeads(TypedDict):
     full_context: bool  # teacher-forced without the causal mask (as trained with model.align_full_context)
     source: str  # "supervised" (trained with train.align_weight > 0) | "sweep" (mt.align sweep --save)
     null: NotRequired[bool]  # trained with model.align_null: attention on the source eos = no link
+    teacher: NotRequired[str]  # the train.align_teacher it learned (absent before it was recorded: grow-diag-final-and)
     aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
 
 
@@ -144,7 +145,7 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
     ckpt["data_name"] = data.name
     ckpt["data_config"] = data.as_record()
     if engine.tc.align_weight > 0:
-        ckpt["alignment"] = supervised_heads(engine.model.config)
+        ckpt["alignment"] = {**supervised_heads(engine.model.config), "teacher": engine.tc.align_teacher}
     if not resumable:
         return ckpt
     full: TrainingCheckpoint = {
@@ -166,6 +167,14 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
             f"{path} was trained with a different model config; resume with the same "
             "model.* settings or start a new run directory"
         )
+    record = ckpt.get("alignment")
+    if engine.tc.align_weight > 0 and record and record.get("source") == "supervised":
+        trained = record.get("teacher", "grow-diag-final-and")
+        if trained != engine.tc.align_teacher:
+            raise UserError(
+                f"{path} trained its aligning heads with train.align_teacher={trained}; resume with "
+                "the same teacher or start a new run directory"
+            )
     try:
         engine.model.load_state_dict(ckpt["model"])
         engine.optimizer.load_state_dict(ckpt["optimizer"])

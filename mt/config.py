@@ -349,8 +349,8 @@ class TrainConfig:
     # The teacher links: grow-diag-final-and of eflomal's two directions (Garg et al.), another
     # symmetrization, or forward: eflomal's source->target links alone, each target word linked to
     # at most one source word (as a decoder head attends). Two models of opposite directions then
-    # learn from eflomal's two independent directions, so intersecting their links filters their
-    # errors as intersecting eflomal's does (with grow-diag-final-and both learn the same links).
+    # learn from eflomal's two independent directions, so intersecting their links may filter their
+    # errors as intersecting eflomal's does (with grow-diag-final-and both learn nearly the same links).
     align_teacher: str = "grow-diag-final-and"
     clip_norm: float = 1.0  # 0 = no clipping
     max_tokens: int = 4096  # tokens per batch (padded, max of source and target side)
@@ -427,6 +427,8 @@ class MTConfig:
             )
         if self.model.align_null and self.train.align_weight <= 0:
             found.append("model.align_null trains the aligning heads: it needs train.align_weight > 0")
+        if self.train.align_teacher != TrainConfig.align_teacher and self.train.align_weight <= 0:
+            found.append("train.align_teacher picks the aligning heads' teacher: it needs train.align_weight > 0")
         return found
 
 

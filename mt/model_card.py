@@ -94,6 +94,7 @@ def _training_section(loaded: Loaded, run: RunFiles) -> list[str]:
             rows.append((f"model.{key}", model[key]))
     if train.get("align_weight"):
         rows.append(("train.align_weight (supervised aligning heads)", train["align_weight"]))
+        rows.append(("train.align_teacher", train.get("align_teacher", "grow-diag-final-and")))
     if train.get("average_last"):
         rows.append(("train.average_last", train["average_last"]))
     for key in ("vocab_size", "spm_model_type", "max_len"):

@@ -132,6 +132,10 @@ def test_aligning_settings_are_checked():
         validate(cfg)
     cfg.train.align_weight = 0.5
     assert validate(cfg) is cfg
+    cfg = MTConfig()
+    cfg.train.align_teacher = "forward"
+    with pytest.raises(UserError, match="train.align_teacher .* train.align_weight > 0"):
+        validate(cfg)
 
 
 def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
@@ -143,6 +147,11 @@ def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
     assert read(tmp_path / "run" / "checkpoints" / "best.pt")["alignment"]["null"] is True
     share = [r.getMessage() for r in caplog.records if r.getMessage().startswith("null links")]
     assert len(share) == 1 and "(100.0%)" in share[0], share  # a teacher with no links: every token null
+    resumed = toy_config(tmp_path, max_steps=4, eval_every=2, align_weight=0.5, resume=True)
+    resumed.model.align_null = True
+    resumed.train.align_teacher = "forward"  # not the teacher the run trained with
+    with pytest.raises(UserError, match="train.align_teacher=grow-diag-final-and"):
+        run(resumed, tmp_path / "run")
 
 
 def test_pharaoh_links_round_trip_through_the_scorer():
@@ -202,12 +211,16 @@ def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch
     src, tgt = sp.encode_src(en[:4]), sp.encode_tgt(de[:4])
     cache = str(tmp_path / "cache")
     forward = teacher_links(src, tgt, sp, cache, teacher.FORWARD)
-    _, src_units = sentence_words(sp.src_pieces(src[0]))
-    first_word = {p for p, w in enumerate(src_units) if w == 0}
-    assert set(forward.of(0)[0].tolist()) <= first_word  # every link from the source's first word
     both = teacher_links(src, tgt, sp, cache, "intersection")
     assert calls == [4, 4]  # another method is another cache entry, not forward's links
-    assert set(zip(*both.of(1))) <= set(zip(*forward.of(1)))
+    for k in range(4):
+        _, src_units = sentence_words(sp.src_pieces(src[k]))
+        _, tgt_units = sentence_words(sp.tgt_pieces(tgt[k]))
+        every_word = [(0, j) for j in range(max(tgt_units) + 1)]  # forward: all to source word 0
+        got = [(int(a), int(b)) for a, b in zip(*forward.of(k))]
+        assert got == word_to_piece_links(every_word, src_units, tgt_units)
+        got = [(int(a), int(b)) for a, b in zip(*both.of(k))]  # the directions agree on word 0 only
+        assert got == word_to_piece_links([(0, 0)], src_units, tgt_units)
     assert teacher_links(src, tgt, sp, cache, teacher.FORWARD).src.tolist() == forward.src.tolist()
     assert calls == [4, 4]
     with pytest.raises(UserError, match="train.align_teacher"):
@@ -291,6 +304,7 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
         "full_context": False,
         "source": "supervised",
         "null": False,
+        "teacher": "grow-diag-final-and",
     }
 
 

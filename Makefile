@@ -68,7 +68,7 @@ compare: install ## compare the runs of the latest sweep (ARGS="multirun/... out
 	$(PY) -m mt.compare $(ARGS)
 
 # Outside outputs/: these en<->fr study models never become the default model of mt.translate.
-ALIGN_RUNS ?= studies/align
+ALIGN_RUNS ?= studies/align-null
 align: data ## alignment study: en->fr + fr->en with supervised aligning heads, AER per direction and symmetrized, eflomal
 	$(PY) -m mt.align prepare-gold --out data/align
 	$(PY) scripts/prepare_align_corpus.py

@@ -19,7 +19,7 @@ import torch
 from typing_extensions import NotRequired, TypedDict
 
 from mt import distributed
-from mt.config import DataConfig, ModelConfig
+from mt.config import DEFAULT_ALIGN_TEACHER, DataConfig, ModelConfig
 from mt.errors import UserError
 from mt.model import Transformer
 from mt.rundir import model_file
@@ -58,7 +58,7 @@ class AligningHeads(TypedDict):
     full_context: bool  # teacher-forced without the causal mask (as trained with model.align_full_context)
     source: str  # "supervised" (trained with train.align_weight > 0) | "sweep" (mt.align sweep --save)
     null: NotRequired[bool]  # trained with model.align_null: attention on the source eos = no link
-    teacher: NotRequired[str]  # the train.align_teacher it learned (absent before it was recorded: grow-diag-final-and)
+    teacher: NotRequired[str]  # the train.align_teacher it learned (absent before it was recorded: the default)
     aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
 
 
@@ -169,7 +169,7 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
         )
     record = ckpt.get("alignment")
     if engine.tc.align_weight > 0 and record and record.get("source") == "supervised":
-        trained = record.get("teacher", "grow-diag-final-and")
+        trained = record.get("teacher", DEFAULT_ALIGN_TEACHER)
         if trained != engine.tc.align_teacher:
             raise UserError(
                 f"{path} trained its aligning heads with train.align_teacher={trained}; resume with "

@@ -28,7 +28,8 @@ OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Which eflomal links the aligning heads learn (train.align_teacher): a symmetrization of both
 # directions (mt.align.symmetrize), or "forward", eflomal's links in the model's own direction alone.
-ALIGN_TEACHERS = ("grow-diag-final-and", "grow-diag-final", "grow-diag", "intersection", "union", "forward")
+DEFAULT_ALIGN_TEACHER = "grow-diag-final-and"  # Garg et al.; also what a checkpoint without a record learned
+ALIGN_TEACHERS = (DEFAULT_ALIGN_TEACHER, "grow-diag-final", "grow-diag", "intersection", "union", "forward")
 
 
 # Settings that never change a result (where and how visibly a run happens): neither swept
@@ -351,7 +352,7 @@ class TrainConfig:
     # at most one source word (as a decoder head attends). Two models of opposite directions then
     # learn from eflomal's two independent directions, so intersecting their links may filter their
     # errors as intersecting eflomal's does (with grow-diag-final-and both learn nearly the same links).
-    align_teacher: str = "grow-diag-final-and"
+    align_teacher: str = DEFAULT_ALIGN_TEACHER
     clip_norm: float = 1.0  # 0 = no clipping
     max_tokens: int = 4096  # tokens per batch (padded, max of source and target side)
     accumulate: int = 1  # gradient accumulation steps per update
@@ -427,7 +428,7 @@ class MTConfig:
             )
         if self.model.align_null and self.train.align_weight <= 0:
             found.append("model.align_null trains the aligning heads: it needs train.align_weight > 0")
-        if self.train.align_teacher != TrainConfig.align_teacher and self.train.align_weight <= 0:
+        if self.train.align_teacher != DEFAULT_ALIGN_TEACHER and self.train.align_weight <= 0:
             found.append("train.align_teacher picks the aligning heads' teacher: it needs train.align_weight > 0")
         return found
 

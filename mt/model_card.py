@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mt.checkpoint import Loaded
+from mt.config import DEFAULT_ALIGN_TEACHER
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _training_section(loaded: Loaded, run: RunFiles) -> list[str]:
             rows.append((f"model.{key}", model[key]))
     if train.get("align_weight"):
         rows.append(("train.align_weight (supervised aligning heads)", train["align_weight"]))
-        rows.append(("train.align_teacher", train.get("align_teacher", "grow-diag-final-and")))
+        rows.append(("train.align_teacher", train.get("align_teacher", DEFAULT_ALIGN_TEACHER)))
     if train.get("average_last"):
         rows.append(("train.average_last", train["average_last"]))
     for key in ("vocab_size", "spm_model_type", "max_len"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mt.align.symmetrize import symmetrize
+from mt.config import DEFAULT_ALIGN_TEACHER
 from mt.errors import UserError
 from mt.fileio import atomic_write_bytes, read_lines
 from mt.tokenizer import WORD_START, Tokenizer, word_units
@@ -160,7 +161,7 @@ def teacher_links(
     tgt_ids: Sequence[Sequence[int]],
     tokenizer: Tokenizer,
     cache_dir: str,
-    method: str = "grow-diag-final-and",
+    method: str = DEFAULT_ALIGN_TEACHER,
 ) -> PieceLinks:
     """Piece-level teacher links for every pair (eflomal; method: a symmetrization of its two
     directions, or FORWARD), from the cache if there."""

@@ -11,6 +11,10 @@ flipped to English-French, then the two directions' links of each rule are combi
 (intersection, union, grow-diag-final-and), and their word matrices averaged (mutual-of-mean),
 all scored against the gold. Prints one table; `--json` also writes precision, recall, AER and
 counts of every row.
+
+Several checkpoints of one run (e.g. the weight snapshots `train.average_last` keeps) may be
+given for a direction: their teacher-forced attention is averaged pair by pair before the links
+are read (an ensemble of readings, unlike `mt.average`, which averages the weights).
 """
 
 from __future__ import annotations
@@ -35,18 +39,35 @@ from mt.paths import ALIGNMENT_GOLD  # noqa: E402
 COMBINATIONS = ("intersection", "union", "grow-diag-final-and")
 
 
-def read_both_ways(checkpoint: str, src: list[str], tgt: list[str]) -> tuple[dict[str, list[WordAlignment]], str]:
-    """The model's teacher-forced word alignments under each link rule, and where they are read from."""
-    model = load(checkpoint)
-    cfg = align_config_for(model.ckpt)
-    att, enc = pairs_attention(model, src, tgt, cfg)
-    return {rule: all_alignments(att, enc, replace(cfg, links=rule)) for rule in LINKS}, cfg.describe()
+def read_both_ways(
+    checkpoints: list[str], src: list[str], tgt: list[str]
+) -> tuple[dict[str, list[WordAlignment]], str]:
+    """The teacher-forced word alignments under each link rule, and where they are read from.
+
+    With several checkpoints (of one run: same tokenizer, same aligning heads), each pair's
+    attention is the mean of theirs."""
+    first_cfg, first_enc, total = None, None, None
+    for checkpoint in checkpoints:
+        model = load(checkpoint)
+        cfg = align_config_for(model.ckpt)
+        att, enc = pairs_attention(model, src, tgt, cfg)
+        if first_cfg is None:
+            first_cfg, first_enc, total = cfg, enc, att
+            continue
+        if cfg != first_cfg or enc != first_enc:
+            raise UserError(f"{checkpoint} reads or tokenizes the gold differently from {checkpoints[0]}: not one run")
+        total = [a + b for a, b in zip(total, att, strict=True)]
+    att = [a / len(checkpoints) for a in total]
+    where = first_cfg.describe() + (f", mean of {len(checkpoints)} checkpoints" if len(checkpoints) > 1 else "")
+    return {rule: all_alignments(att, first_enc, replace(first_cfg, links=rule)) for rule in LINKS}, where
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--forward", required=True, help="en->fr checkpoint (or run folder)")
-    p.add_argument("--reverse", help="fr->en checkpoint (or run folder): adds the reverse and symmetrized rows")
+    p.add_argument("--forward", required=True, nargs="+", help="en->fr checkpoint(s) (or run folder)")
+    p.add_argument(
+        "--reverse", nargs="+", help="fr->en checkpoint(s) (or run folder): adds the reverse and symmetrized rows"
+    )
     p.add_argument("--src", default="data/align/hansards.en", help="gold English side (mt.align prepare-gold)")
     p.add_argument("--tgt", default="data/align/hansards.fr", help="gold French side")
     p.add_argument("--gold", default=str(ALIGNMENT_GOLD / "hansards.gold"), help="gold links (one-based, en-fr)")
@@ -85,8 +106,8 @@ def main() -> None:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             record = {
                 "name": args.name,
-                "forward": str(args.forward),
-                "reverse": str(args.reverse) if args.reverse else None,
+                "forward": args.forward if len(args.forward) > 1 else args.forward[0],
+                "reverse": (args.reverse if len(args.reverse) > 1 else args.reverse[0]) if args.reverse else None,
                 "scores": {name: {**asdict(score), "read_from": source} for name, (score, source) in rows.items()},
             }
             Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -611,3 +611,62 @@ def test_align_report_scores_every_rule_and_combination(toy_checkpoint, tmp_path
     assert scores["mutual-of-mean"]["hyp_links"] == expected.hyp_links
     # the two rules' combinations differ on this model, so a mix-up of rules cannot pass
     assert scores["union (argmax)"]["hyp_links"] != scores["union (mutual)"]["hyp_links"]
+
+
+def test_align_report_averages_the_attention_of_several_checkpoints(toy_checkpoint, tmp_path):
+    """`--forward A B`: each pair's attention is the mean of the two models' before links are read;
+    a checkpoint that reads the gold another way (other aligning heads) is refused in one line."""
+    import subprocess
+    import sys
+
+    from mt.align.gold import read_alignment_file
+    from mt.checkpoint import load
+
+    from .conftest import ROOT
+
+    ckpt = torch.load(toy_checkpoint, weights_only=True)
+    noise = torch.Generator().manual_seed(0)
+    ckpt["model"] = {
+        k: v + 0.5 * torch.randn(v.shape, generator=noise) if v.is_floating_point() else v
+        for k, v in ckpt["model"].items()
+    }
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    en = ["the cat sits .", "a woman plays", "now the cat sits at the beach ."]
+    fr = ["die katze sitzt .", "eine frau spielt", "jetzt sitzt die katze am strand ."]
+    (tmp_path / "s.txt").write_text("\n".join(en) + "\n")
+    (tmp_path / "t.txt").write_text("\n".join(fr) + "\n")
+    (tmp_path / "gold").write_text("1-1 2-2 3-3 4p4\n1-1 2-2 3-3\n1-1 2-4 3-3 4-2 5-5 6-6 7-6 8-7\n")
+    files = ["--src", str(tmp_path / "s.txt"), "--tgt", str(tmp_path / "t.txt"), "--gold", str(tmp_path / "gold")]
+    script = [sys.executable, str(ROOT / "scripts" / "align_report.py"), *files]
+
+    def report(*checkpoints: Path) -> dict:
+        out = tmp_path / "report.json"
+        run = subprocess.run(
+            [*script, "--forward", *map(str, checkpoints), "--json", str(out)], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return json.loads(out.read_text())["scores"]
+
+    gold = read_alignment_file(str(tmp_path / "gold"), one_based=True)
+    att_a, enc = pairs_attention(load(toy_checkpoint), en, fr, AlignConfig())
+    att_b, _ = pairs_attention(load(other), en, fr, AlignConfig())
+    readings = {"a": att_a, "b": att_b, "mean": [(a + b) / 2 for a, b in zip(att_a, att_b)]}
+    scores = report(toy_checkpoint, other)
+    for rule in ("argmax", "mutual"):
+        links = {
+            name: [w.links for w in all_alignments(att, enc, AlignConfig(links=rule))] for name, att in readings.items()
+        }
+        expected = aer(gold, links["mean"])
+        got = scores[f"en->fr {rule}"]
+        assert (got["hyp_links"], got["aer"]) == (expected.hyp_links, pytest.approx(expected.aer)), rule
+        assert "mean of 2 checkpoints" in got["read_from"]
+        # the mean is neither model's reading, so a report of one of them alone cannot pass
+        assert links["mean"] != links["a"] and links["mean"] != links["b"], rule
+    assert report(toy_checkpoint, toy_checkpoint)["en->fr argmax"] == {
+        **report(toy_checkpoint)["en->fr argmax"],
+        "read_from": scores["en->fr argmax"]["read_from"],
+    }
+    headed = with_record(toy_checkpoint, tmp_path / "headed.pt", SUPERVISED)
+    run = subprocess.run([*script, "--forward", str(toy_checkpoint), str(headed)], capture_output=True, text=True)
+    assert run.returncode == 2 and "not one run" in run.stderr and "Traceback" not in run.stderr

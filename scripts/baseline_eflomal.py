@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mt.align.gold import aer, format_score, read_alignment_file, read_gold_pairs  # noqa: E402
+from mt.align.gold import Score, aer, format_score, read_alignment_file, read_gold_pairs  # noqa: E402
 from mt.align.symmetrize import SYMMETRIZE, symmetrize  # noqa: E402
 from mt.errors import UserError, exit_on_user_error  # noqa: E402
 from mt.fileio import read_lines  # noqa: E402
@@ -119,6 +120,54 @@ def parse(line: str) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in (t.split("-") for t in line.split())}
 
 
+def align_once(
+    src: list[str], tgt: list[str], gold_en: list[str], gold_fr: list[str], args: argparse.Namespace
+) -> tuple[dict[str, list[set[tuple[int, int]]]], float]:
+    """One eflomal run on the whole corpus: the gold pairs' links of every system, and its seconds."""
+    n = len(gold_en)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        fwd_lines, rev_lines = run_eflomal(src, tgt, Path(tmp), args)
+    seconds = time.time() - start
+    fwd = [parse(x) for x in fwd_lines[-n:]]
+    rev = [parse(x) for x in rev_lines[-n:]]  # eflomal writes both directions as source-target
+    for k, (f, r) in enumerate(zip(fwd, rev)):  # sanity: indices within the gold sentence lengths
+        ns, nt = len(gold_en[k].split()), len(gold_fr[k].split())
+        if any(i >= ns or j >= nt for i, j in f | r):
+            raise UserError(f"eflomal output for gold pair {k} is out of range: lines misaligned?")
+    systems = {"forward": fwd, "reverse": rev}
+    # Trivial reference, no training: target word j linked to source word round(j * S / T).
+    systems["diagonal"] = [diagonal(len(e.split()), len(f.split())) for e, f in zip(gold_en, gold_fr)]
+    for method in SYMMETRIZE:
+        systems[method] = [symmetrize(f, r, method) for f, r in zip(fwd, rev)]
+    return systems, seconds
+
+
+def write_pharaoh(out: Path, systems: dict[str, list[set[tuple[int, int]]]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, links in systems.items():
+        (out / f"{name}.align").write_text(
+            "".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n" for x in links), encoding="utf-8"
+        )
+
+
+def spread(runs: list[dict[str, Score]]) -> dict[str, dict[str, float]]:
+    """Each system's AER over the runs: mean, sample standard deviation, min, max (in %), and its
+    mean precision and recall."""
+    out = {}
+    for name in runs[0]:
+        aers = [100 * r[name].aer for r in runs]
+        out[name] = {
+            "aer_mean": statistics.mean(aers),
+            "aer_sd": statistics.stdev(aers),
+            "aer_min": min(aers),
+            "aer_max": max(aers),
+            "precision_mean": statistics.mean(100 * r[name].precision for r in runs),
+            "recall_mean": statistics.mean(100 * r[name].recall for r in runs),
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/multi30k", help="Multi30k directory (train.en.gz, train.fr.gz)")
@@ -126,10 +175,19 @@ def main() -> None:
     p.add_argument("--model", type=int, default=3, help="eflomal model: 1 IBM1, 2 +HMM, 3 +fertility")
     p.add_argument("--samplers", type=int, default=2, help="independent samplers (eflomal --n-samplers)")
     p.add_argument("--length", type=float, default=0.0, help="relative number of iterations (0 = eflomal default)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run eflomal this many times (it samples and takes no seed) and report each system's mean and "
+        "standard deviation; run k's links go to OUT/run<k>",
+    )
     p.add_argument("--out", default="data/align/eflomal", help="where the Pharaoh alignments of the gold pairs go")
     p.add_argument("--json", help="also write the scores here")
     args = p.parse_args()
     with exit_on_user_error("baseline_eflomal"):
+        if args.runs < 1:
+            raise UserError(f"--runs must be at least 1, not {args.runs}")
         data, gold_dir = Path(args.data), Path(args.gold_dir)
         for f in (data / "train.en.gz", data / "train.fr.gz"):
             if not f.is_file():
@@ -140,54 +198,40 @@ def main() -> None:
         train_fr = [tokenize_fr(s) for s in read_lines(data / "train.fr.gz")]
         src = train_en + [s.lower() for s in gold_en]
         tgt = train_fr + [t.lower() for t in gold_fr]
-        n = len(gold_en)
-        start = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
-            fwd_lines, rev_lines = run_eflomal(src, tgt, Path(tmp), args)
-        seconds = time.time() - start
-        fwd = [parse(x) for x in fwd_lines[-n:]]
-        rev = [parse(x) for x in rev_lines[-n:]]  # eflomal writes both directions as source-target
-        for k, (f, r) in enumerate(zip(fwd, rev)):  # sanity: indices within the gold sentence lengths
-            ns, nt = len(gold_en[k].split()), len(gold_fr[k].split())
-            if any(i >= ns or j >= nt for i, j in f | r):
-                raise UserError(f"eflomal output for gold pair {k} is out of range: lines misaligned?")
-        results = {"forward": aer(gold, fwd), "reverse": aer(gold, rev)}
-        systems = {"forward": fwd, "reverse": rev}
-        # Trivial reference, no training: target word j linked to source word round(j * S / T).
-        systems["diagonal"] = [diagonal(len(e.split()), len(f.split())) for e, f in zip(gold_en, gold_fr)]
-        results["diagonal"] = aer(gold, systems["diagonal"])
-        for method in SYMMETRIZE:
-            systems[method] = [symmetrize(f, r, method) for f, r in zip(fwd, rev)]
-            results[method] = aer(gold, systems[method])
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, links in systems.items():
-            (out / f"{name}.align").write_text(
-                "".join(" ".join(f"{i}-{j}" for i, j in sorted(x)) + "\n" for x in links), encoding="utf-8"
-            )
+        runs, seconds = [], []
+        for k in range(1, args.runs + 1):
+            systems, took = align_once(src, tgt, gold_en, gold_fr, args)
+            write_pharaoh(Path(args.out) / f"run{k}" if args.runs > 1 else Path(args.out), systems)
+            runs.append({name: aer(gold, links) for name, links in systems.items()})
+            seconds.append(took)
         print(
             f"eflomal-align (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
-            f"({len(train_en)} Multi30k + {n} gold), {seconds:.0f} s; AER on the {n} gold pairs:"
+            f"({len(train_en)} Multi30k + {len(gold_en)} gold), {statistics.mean(seconds):.0f} s a run; "
+            f"AER on the {len(gold_en)} gold pairs" + (f", {args.runs} runs:" if args.runs > 1 else ":")
         )
-        for name, score in results.items():
-            print(f"  {name:<20} {format_score(score)}")
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "aligner": "eflomal",
-                        "model": args.model,
-                        "samplers": args.samplers,
-                        "training_pairs": len(src),
-                        "seconds": round(seconds, 1),
-                        "scores": {k: asdict(v) for k, v in results.items()},
-                    },
-                    indent=2,
+        if args.runs == 1:
+            for name, score in runs[0].items():
+                print(f"  {name:<20} {format_score(score)}")
+        else:
+            for name, row in spread(runs).items():
+                print(
+                    f"  {name:<20} AER {row['aer_mean']:5.2f} ± {row['aer_sd']:.2f} (min {row['aer_min']:.2f}, "
+                    f"max {row['aer_max']:.2f}), P {row['precision_mean']:.1f} R {row['recall_mean']:.1f}"
                 )
-                + "\n",
-                encoding="utf-8",
-            )
+        if args.json:
+            record = {
+                "aligner": "eflomal",
+                "model": args.model,
+                "samplers": args.samplers,
+                "training_pairs": len(src),
+                "seconds": round(statistics.mean(seconds), 1),
+                "scores": {k: asdict(v) for k, v in runs[0].items()},
+            }
+            if args.runs > 1:
+                record["runs"] = [{k: asdict(v) for k, v in run.items()} for run in runs]
+                record["spread"] = spread(runs)
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

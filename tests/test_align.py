@@ -670,3 +670,27 @@ def test_align_report_averages_the_attention_of_several_checkpoints(toy_checkpoi
     headed = with_record(toy_checkpoint, tmp_path / "headed.pt", SUPERVISED)
     run = subprocess.run([*script, "--forward", str(toy_checkpoint), str(headed)], capture_output=True, text=True)
     assert run.returncode == 2 and "not one run" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_eflomal_spread_is_mean_and_sample_sd_in_percent():
+    """scripts/baseline_eflomal.py --runs N: each system's AER mean and sample standard deviation over
+    the runs (eflomal samples and takes no seed, so one run is one draw)."""
+    import importlib.util
+
+    from mt.align.gold import Score
+
+    from .conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("baseline_eflomal", ROOT / "scripts" / "baseline_eflomal.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def score(aer: float, precision: float) -> Score:
+        return Score(precision, 0.8, aer, 10, 10, 10, 8, 9)
+
+    runs = [{"forward": score(0.15, 0.84)}, {"forward": score(0.17, 0.86)}, {"forward": score(0.16, 0.85)}]
+    row = script.spread(runs)["forward"]
+    assert row["aer_mean"] == pytest.approx(16.0)
+    assert row["aer_sd"] == pytest.approx(1.0)  # sample sd of 15, 17, 16
+    assert (row["aer_min"], row["aer_max"]) == (pytest.approx(15.0), pytest.approx(17.0))
+    assert row["precision_mean"] == pytest.approx(85.0) and row["recall_mean"] == pytest.approx(80.0)

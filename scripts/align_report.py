@@ -46,16 +46,21 @@ def read_both_ways(
 
     With several checkpoints (of one run: same tokenizer, same aligning heads), each pair's
     attention is the mean of theirs."""
-    first_cfg, first_enc, total = None, None, None
+    first_cfg, first_shape, first_enc, total = None, None, None, None
     for checkpoint in checkpoints:
         model = load(checkpoint)
-        cfg = align_config_for(model.ckpt)
+        cfg, shape = align_config_for(model.ckpt), model.ckpt["model_config"]
+        if first_cfg is not None and (cfg != first_cfg or shape != first_shape):  # before a pass over the gold
+            raise UserError(
+                f"{checkpoint} and {checkpoints[0]}: not one run (the first reads the gold from "
+                f"{cfg.describe()}, the second from {first_cfg.describe()}, or their model sizes differ)"
+            )
         att, enc = pairs_attention(model, src, tgt, cfg)
         if first_cfg is None:
-            first_cfg, first_enc, total = cfg, enc, att
+            first_cfg, first_shape, first_enc, total = cfg, shape, enc, att
             continue
-        if cfg != first_cfg or enc != first_enc:
-            raise UserError(f"{checkpoint} reads or tokenizes the gold differently from {checkpoints[0]}: not one run")
+        if enc != first_enc:
+            raise UserError(f"{checkpoint} tokenizes the gold differently from {checkpoints[0]}: not one run")
         total = [a + b for a, b in zip(total, att, strict=True)]
     att = [a / len(checkpoints) for a in total]
     where = first_cfg.describe() + (f", mean of {len(checkpoints)} checkpoints" if len(checkpoints) > 1 else "")

@@ -2,6 +2,7 @@
 
     make install                            # eflomal is a dependency of mt
     .venv/bin/python scripts/baseline_eflomal.py --json docs/results/align_eflomal.json
+    .venv/bin/python scripts/baseline_eflomal.py --runs 10 --out studies/eflomal --json studies/eflomal/report.json
 
 Trains eflomal (IBM1 + HMM + fertility, Gibbs sampling) on the 29,000 Multi30k en-fr training
 pairs with the 447 gold sentence pairs appended (the gold *links* are never used), takes the
@@ -201,7 +202,8 @@ def main() -> None:
         runs, seconds = [], []
         for k in range(1, args.runs + 1):
             systems, took = align_once(src, tgt, gold_en, gold_fr, args)
-            write_pharaoh(Path(args.out) / f"run{k}" if args.runs > 1 else Path(args.out), systems)
+            out_dir = Path(args.out) / f"run{k}" if args.runs > 1 else Path(args.out)
+            write_pharaoh(out_dir, systems)
             runs.append({name: aer(gold, links) for name, links in systems.items()})
             seconds.append(took)
         print(
@@ -209,11 +211,12 @@ def main() -> None:
             f"({len(train_en)} Multi30k + {len(gold_en)} gold), {statistics.mean(seconds):.0f} s a run; "
             f"AER on the {len(gold_en)} gold pairs" + (f", {args.runs} runs:" if args.runs > 1 else ":")
         )
-        if args.runs == 1:
+        summary = spread(runs) if args.runs > 1 else None  # the sd needs two runs
+        if summary is None:
             for name, score in runs[0].items():
                 print(f"  {name:<20} {format_score(score)}")
         else:
-            for name, row in spread(runs).items():
+            for name, row in summary.items():
                 print(
                     f"  {name:<20} AER {row['aer_mean']:5.2f} ± {row['aer_sd']:.2f} (min {row['aer_min']:.2f}, "
                     f"max {row['aer_max']:.2f}), P {row['precision_mean']:.1f} R {row['recall_mean']:.1f}"
@@ -224,12 +227,13 @@ def main() -> None:
                 "model": args.model,
                 "samplers": args.samplers,
                 "training_pairs": len(src),
-                "seconds": round(statistics.mean(seconds), 1),
-                "scores": {k: asdict(v) for k, v in runs[0].items()},
+                "seconds_per_run": round(statistics.mean(seconds), 1),
             }
-            if args.runs > 1:
+            if summary is None:
+                record["scores"] = {k: asdict(v) for k, v in runs[0].items()}
+            else:  # no "scores": one draw is not the result
                 record["runs"] = [{k: asdict(v) for k, v in run.items()} for run in runs]
-                record["spread"] = spread(runs)
+                record["spread"] = summary
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 

@@ -640,10 +640,11 @@ def test_align_report_averages_the_attention_of_several_checkpoints(toy_checkpoi
     files = ["--src", str(tmp_path / "s.txt"), "--tgt", str(tmp_path / "t.txt"), "--gold", str(tmp_path / "gold")]
     script = [sys.executable, str(ROOT / "scripts" / "align_report.py"), *files]
 
-    def report(*checkpoints: Path) -> dict:
+    def report(*checkpoints: Path, reverse: tuple[Path, ...] = ()) -> dict:
         out = tmp_path / "report.json"
+        both = ["--reverse", *map(str, reverse)] if reverse else []
         run = subprocess.run(
-            [*script, "--forward", *map(str, checkpoints), "--json", str(out)], capture_output=True, text=True
+            [*script, "--forward", *map(str, checkpoints), *both, "--json", str(out)], capture_output=True, text=True
         )
         assert run.returncode == 0, run.stderr
         return json.loads(out.read_text())["scores"]
@@ -667,9 +668,19 @@ def test_align_report_averages_the_attention_of_several_checkpoints(toy_checkpoi
         **report(toy_checkpoint)["en->fr argmax"],
         "read_from": scores["en->fr argmax"]["read_from"],
     }
+    # A mean, not a sum: with two checkpoints forward and one reverse, mutual-of-mean (the one reading
+    # that is not scale-invariant) matches the two directions' matrices only if the forward sum is halved.
+    reverse_att, reverse_enc = pairs_attention(load(other), fr, en, AlignConfig())
+    fwd = all_alignments(readings["mean"], enc, AlignConfig())
+    rev = all_alignments(reverse_att, reverse_enc, AlignConfig())
+    halved = [mutual_of_mean(f.matrix, r.matrix) for f, r in zip(fwd, rev)]
+    assert halved != [mutual_of_mean(2 * f.matrix, r.matrix) for f, r in zip(fwd, rev)]
+    got = report(toy_checkpoint, other, reverse=(other,))["mutual-of-mean"]
+    assert (got["hyp_links"], got["aer"]) == (aer(gold, halved).hyp_links, pytest.approx(aer(gold, halved).aer))
     headed = with_record(toy_checkpoint, tmp_path / "headed.pt", SUPERVISED)
     run = subprocess.run([*script, "--forward", str(toy_checkpoint), str(headed)], capture_output=True, text=True)
     assert run.returncode == 2 and "not one run" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_eflomal_spread_is_mean_and_sample_sd_in_percent():
@@ -694,3 +705,40 @@ def test_eflomal_spread_is_mean_and_sample_sd_in_percent():
     assert row["aer_sd"] == pytest.approx(1.0)  # sample sd of 15, 17, 16
     assert (row["aer_min"], row["aer_max"]) == (pytest.approx(15.0), pytest.approx(17.0))
     assert row["precision_mean"] == pytest.approx(85.0) and row["recall_mean"] == pytest.approx(80.0)
+
+
+def test_baseline_eflomal_runs_twice_and_writes_each_run_and_the_spread(tmp_path):
+    """`baseline_eflomal.py --runs 2` end to end on a toy corpus (the real eflomal): each run's links
+    in OUT/run<k>, the JSON's runs and spread, no single-draw "scores"; --runs 0 refused in one line."""
+    import gzip
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    pytest.importorskip("eflomal")
+    en = ["the cat sleeps .", "a dog runs .", "the dog sleeps .", "a cat runs ."]
+    fr = ["le chat dort .", "un chien court .", "le chien dort .", "un chat court ."]
+    data, gold_dir = tmp_path / "m30k", tmp_path / "gold"
+    data.mkdir(), gold_dir.mkdir()
+    for lang, lines in (("en", en), ("fr", fr)):
+        with gzip.open(data / f"train.{lang}.gz", "wt", encoding="utf-8") as f:
+            f.write("\n".join(lines * 10) + "\n")
+    pairs = "the cat runs . ||| le chat court .\na dog sleeps . ||| un chien dort .\n"
+    (gold_dir / "hansards.src-tgt").write_text(pairs)
+    (gold_dir / "hansards.gold").write_text("1-1 2-2 3-3 4-4\n1-1 2-2 3-3 4-4\n")
+    script = [sys.executable, str(ROOT / "scripts" / "baseline_eflomal.py"), "--data", str(data)]
+    script += ["--gold-dir", str(gold_dir), "--out", str(tmp_path / "out")]
+    run = subprocess.run([*script, "--runs", "2", "--json", str(tmp_path / "r.json")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert len(record["runs"]) == 2 and "scores" not in record
+    for name in ("forward", "reverse", "intersection"):
+        aers = [100 * r[name]["aer"] for r in record["runs"]]
+        assert record["spread"][name]["aer_mean"] == pytest.approx(sum(aers) / 2)
+        assert (record["spread"][name]["aer_min"], record["spread"][name]["aer_max"]) == (min(aers), max(aers))
+    for k in (1, 2):
+        lines = (tmp_path / "out" / f"run{k}" / "forward.align").read_text().splitlines()
+        assert len(lines) == 2 and all(lines)  # one line of links per gold pair
+    refused = subprocess.run([*script, "--runs", "0"], capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0 and "--runs" in refused.stderr

@@ -19,7 +19,7 @@ import torch
 from typing_extensions import NotRequired, TypedDict
 
 from mt import distributed
-from mt.config import DEFAULT_ALIGN_TEACHER, DataConfig, ModelConfig
+from mt.config import DEFAULT_ALIGN_TEACHER, UNRECORDED_ALIGN_TEACHER_SAMPLERS, DataConfig, ModelConfig
 from mt.errors import UserError
 from mt.model import Transformer
 from mt.rundir import model_file
@@ -59,6 +59,7 @@ class AligningHeads(TypedDict):
     source: str  # "supervised" (trained with train.align_weight > 0) | "sweep" (mt.align sweep --save)
     null: NotRequired[bool]  # trained with model.align_null: attention on the source eos = no link
     teacher: NotRequired[str]  # the train.align_teacher it learned (absent before it was recorded: the default)
+    teacher_samplers: NotRequired[int]  # train.align_teacher_samplers (absent before it was recorded: 2)
     aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
 
 
@@ -145,7 +146,11 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
     ckpt["data_name"] = data.name
     ckpt["data_config"] = data.as_record()
     if engine.tc.align_weight > 0:
-        ckpt["alignment"] = {**supervised_heads(engine.model.config), "teacher": engine.tc.align_teacher}
+        ckpt["alignment"] = {
+            **supervised_heads(engine.model.config),
+            "teacher": engine.tc.align_teacher,
+            "teacher_samplers": engine.tc.align_teacher_samplers,
+        }
     if not resumable:
         return ckpt
     full: TrainingCheckpoint = {
@@ -170,10 +175,11 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
     record = ckpt.get("alignment")
     if engine.tc.align_weight > 0 and record and record.get("source") == "supervised":
         trained = record.get("teacher", DEFAULT_ALIGN_TEACHER)
-        if trained != engine.tc.align_teacher:
+        samplers = record.get("teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS)
+        if (trained, samplers) != (engine.tc.align_teacher, engine.tc.align_teacher_samplers):
             raise UserError(
-                f"{path} trained its aligning heads with train.align_teacher={trained}; resume with "
-                "the same teacher or start a new run directory"
+                f"{path} trained its aligning heads with train.align_teacher={trained} "
+                f"train.align_teacher_samplers={samplers}; resume with the same teacher or start a new run directory"
             )
     try:
         engine.model.load_state_dict(ckpt["model"])

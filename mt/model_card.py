@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mt.checkpoint import Loaded
-from mt.config import DEFAULT_ALIGN_TEACHER
+from mt.config import DEFAULT_ALIGN_TEACHER, UNRECORDED_ALIGN_TEACHER_SAMPLERS
 
 
 @dataclass
@@ -96,6 +96,8 @@ def _training_section(loaded: Loaded, run: RunFiles) -> list[str]:
     if train.get("align_weight"):
         rows.append(("train.align_weight (supervised aligning heads)", train["align_weight"]))
         rows.append(("train.align_teacher", train.get("align_teacher", DEFAULT_ALIGN_TEACHER)))
+        samplers = train.get("align_teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS)
+        rows.append(("train.align_teacher_samplers", samplers))
     if train.get("average_last"):
         rows.append(("train.average_last", train["average_last"]))
     for key in ("vocab_size", "spm_model_type", "max_len"):

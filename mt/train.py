@@ -100,7 +100,12 @@ class Trainer:
 
             train = self.data.splits["train"]
             train.align = teacher_links(
-                train.src, train.tgt, self.data.tokenizer, self.cfg.data.cache_dir, self.tc.align_teacher
+                train.src,
+                train.tgt,
+                self.data.tokenizer,
+                self.cfg.data.cache_dir,
+                self.tc.align_teacher,
+                self.tc.align_teacher_samplers,
             )
             if self.cfg.model.align_null:
                 src_lens, tgt_lens = train.lengths()  # + 1 each (eos)

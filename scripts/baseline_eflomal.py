@@ -174,7 +174,7 @@ def main() -> None:
     p.add_argument("--data", default="data/multi30k", help="Multi30k directory (train.en.gz, train.fr.gz)")
     p.add_argument("--gold-dir", default=str(ALIGNMENT_GOLD), help="hansards.src-tgt and hansards.gold")
     p.add_argument("--model", type=int, default=3, help="eflomal model: 1 IBM1, 2 +HMM, 3 +fertility")
-    p.add_argument("--samplers", type=int, default=2, help="independent samplers (eflomal --n-samplers)")
+    p.add_argument("--samplers", type=int, default=3, help="eflomal --n-samplers (3 is its default)")
     p.add_argument("--length", type=float, default=0.0, help="relative number of iterations (0 = eflomal default)")
     p.add_argument(
         "--runs",

@@ -139,7 +139,7 @@ def test_aligning_settings_are_checked():
 
 
 def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(teacher, "run_eflomal", lambda src, tgt: ([[] for _ in src], [[] for _ in src]))
+    monkeypatch.setattr(teacher, "run_eflomal", lambda src, tgt, samplers: ([[] for _ in src], [[] for _ in src]))
     cfg = toy_config(tmp_path, max_steps=2, eval_every=2, align_weight=0.5)
     cfg.model.align_null = True
     with caplog.at_level("INFO", logger="mt.align.teacher"):
@@ -151,6 +151,10 @@ def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
     resumed.model.align_null = True
     resumed.train.align_teacher = "forward"  # not the teacher the run trained with
     with pytest.raises(UserError, match="train.align_teacher=grow-diag-final-and"):
+        run(resumed, tmp_path / "run")
+    resumed.train.align_teacher = "grow-diag-final-and"
+    resumed.train.align_teacher_samplers = 2  # nor the number of eflomal samplers it learned from
+    with pytest.raises(UserError, match="train.align_teacher_samplers=3"):
         run(resumed, tmp_path / "run")
 
 
@@ -166,7 +170,7 @@ def test_pharaoh_links_round_trip_through_the_scorer():
 
 
 def _diagonal_eflomal(calls):
-    def fake(src, tgt):
+    def fake(src, tgt, samplers):
         calls.append(len(src))
         links = [[(min(j, len(s.split()) - 1), j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
         return links, links
@@ -189,6 +193,8 @@ def test_teacher_cache_is_reused_and_follows_the_corpus(tmp_path, monkeypatch):
     assert calls == [2] and np.array_equal(again.src, first.src)  # from the cache
     teacher_links(src[:2], tgt[:2], sp, str(tmp_path / "cache"))  # a changed corpus: aligned anew
     assert calls == [2, 2]
+    teacher_links(src[:2], tgt[:2], sp, str(tmp_path / "cache"), samplers=5)  # another teacher run: anew
+    assert calls == [2, 2, 2]
 
 
 def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch):
@@ -199,7 +205,7 @@ def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch
     assert set(ALIGN_TEACHERS) == set(SYMMETRIZE) | {teacher.FORWARD}
     calls = []
 
-    def two_directions(src, tgt):  # forward: word j -> word 0; reverse: word j -> word j
+    def two_directions(src, tgt, samplers):  # forward: word j -> word 0; reverse: word j -> word j
         calls.append(len(src))
         forward = [[(0, j) for j in range(len(t.split()))] for t in tgt]
         reverse = [[(min(j, len(s.split()) - 1), j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
@@ -307,6 +313,7 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
         "source": "supervised",
         "null": False,
         "teacher": "grow-diag-final-and",
+        "teacher_samplers": 3,
     }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mt.align.symmetrize import symmetrize
-from mt.config import DEFAULT_ALIGN_TEACHER
+from mt.config import DEFAULT_ALIGN_TEACHER, DEFAULT_ALIGN_TEACHER_SAMPLERS
 from mt.errors import UserError
 from mt.fileio import atomic_write_bytes, read_lines
 from mt.tokenizer import WORD_START, Tokenizer, word_units
@@ -33,7 +33,6 @@ from mt.tokenizer import WORD_START, Tokenizer, word_units
 log = logging.getLogger(__name__)
 FORWARD = "forward"  # train.align_teacher: eflomal's source->target links, not symmetrized
 EFLOMAL_MODEL = 3  # IBM1 + HMM + fertility
-EFLOMAL_SAMPLERS = 2
 FORMAT_VERSION = 2  # bump when the mapping changes: old caches are then not reused
 
 
@@ -118,10 +117,14 @@ def word_to_piece_links(word_links: Sequence[tuple[int, int]], src_units: list[i
 
 
 def cache_key(
-    src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], tokenizer: Tokenizer, method: str
+    src_ids: Sequence[Sequence[int]],
+    tgt_ids: Sequence[Sequence[int]],
+    tokenizer: Tokenizer,
+    method: str,
+    samplers: int,
 ) -> str:
-    """Hash of the pairs' token ids, the tokenizer and the teacher's settings (method: train.align_teacher)."""
-    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{EFLOMAL_SAMPLERS}".encode())
+    """Hash of the pairs' token ids, the tokenizer and the teacher's settings (train.align_teacher, _samplers)."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{samplers}".encode())
     digest.update(tokenizer.src_proto)
     digest.update(tokenizer.tgt_proto or b"")
     for seqs in (src_ids, tgt_ids):
@@ -137,7 +140,9 @@ def _parse(line: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in (t.split("-") for t in line.split())]
 
 
-def run_eflomal(src: list[str], tgt: list[str]) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
+def run_eflomal(
+    src: list[str], tgt: list[str], samplers: int
+) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
     """eflomal's forward and reverse word links (both as source-target) of whitespace-tokenized pairs."""
     try:
         import eflomal
@@ -146,7 +151,7 @@ def run_eflomal(src: list[str], tgt: list[str]) -> tuple[list[list[tuple[int, in
             "train.align_weight > 0 needs the eflomal aligner for its teacher alignments: "
             "pip install eflomal (a dependency of mt: make install)"
         ) from None
-    aligner = eflomal.Aligner(model=EFLOMAL_MODEL, n_samplers=EFLOMAL_SAMPLERS)
+    aligner = eflomal.Aligner(model=EFLOMAL_MODEL, n_samplers=samplers)
     with tempfile.TemporaryDirectory() as tmp:
         fwd, rev = Path(tmp) / "fwd", Path(tmp) / "rev"
         aligner.align(src, tgt, links_filename_fwd=str(fwd), links_filename_rev=str(rev), quiet=True)
@@ -162,10 +167,11 @@ def teacher_links(
     tokenizer: Tokenizer,
     cache_dir: str,
     method: str = DEFAULT_ALIGN_TEACHER,
+    samplers: int = DEFAULT_ALIGN_TEACHER_SAMPLERS,
 ) -> PieceLinks:
     """Piece-level teacher links for every pair (eflomal; method: a symmetrization of its two
     directions, or FORWARD), from the cache if there."""
-    key = cache_key(src_ids, tgt_ids, tokenizer, method)
+    key = cache_key(src_ids, tgt_ids, tokenizer, method, samplers)
     cache = Path(cache_dir) / "align" / f"teacher-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         log.info("teacher alignments: reusing %s", cache)
@@ -188,11 +194,11 @@ def teacher_links(
     log.info(
         "teacher alignments: eflomal (model %d, %d samplers) on %d distinct training pairs, both directions, %s ...",
         EFLOMAL_MODEL,
-        EFLOMAL_SAMPLERS,
+        samplers,
         len(src_words),
         "forward links alone" if method == FORWARD else method,
     )
-    forward, reverse = run_eflomal(src_words, tgt_words)
+    forward, reverse = run_eflomal(src_words, tgt_words, samplers)
     aligned_pairs = [
         word_to_piece_links(f if method == FORWARD else symmetrize(f, r, method), su, tu)
         for f, r, su, tu in zip(forward, reverse, src_units, tgt_units)

@@ -60,6 +60,7 @@ class AligningHeads(TypedDict):
     null: NotRequired[bool]  # trained with model.align_null: attention on the source eos = no link
     teacher: NotRequired[str]  # the train.align_teacher it learned (absent before it was recorded: the default)
     teacher_samplers: NotRequired[int]  # train.align_teacher_samplers (absent before it was recorded: 2)
+    teacher_runs: NotRequired[int]  # train.align_teacher_runs (absent before it was recorded: 1)
     aer: NotRequired[float]  # the AER measured when it was chosen (sweep), in [0, 1]
 
 
@@ -150,6 +151,7 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
             **supervised_heads(engine.model.config),
             "teacher": engine.tc.align_teacher,
             "teacher_samplers": engine.tc.align_teacher_samplers,
+            "teacher_runs": engine.tc.align_teacher_runs,
         }
     if not resumable:
         return ckpt
@@ -176,10 +178,13 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
     if engine.tc.align_weight > 0 and record and record.get("source") == "supervised":
         trained = record.get("teacher", DEFAULT_ALIGN_TEACHER)
         samplers = record.get("teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS)
-        if (trained, samplers) != (engine.tc.align_teacher, engine.tc.align_teacher_samplers):
+        runs = record.get("teacher_runs", 1)
+        tc = engine.tc
+        if (trained, samplers, runs) != (tc.align_teacher, tc.align_teacher_samplers, tc.align_teacher_runs):
             raise UserError(
                 f"{path} trained its aligning heads with train.align_teacher={trained} "
-                f"train.align_teacher_samplers={samplers}; resume with the same teacher or start a new run directory"
+                f"train.align_teacher_samplers={samplers} train.align_teacher_runs={runs}; resume with the same "
+                "teacher or start a new run directory"
             )
     try:
         engine.model.load_state_dict(ckpt["model"])

@@ -106,6 +106,7 @@ class Trainer:
                 self.cfg.data.cache_dir,
                 self.tc.align_teacher,
                 self.tc.align_teacher_samplers,
+                self.tc.align_teacher_runs,
             )
             if self.cfg.model.align_null:
                 src_lens, tgt_lens = train.lengths()  # + 1 each (eos)

@@ -156,6 +156,9 @@ def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
     resumed.train.align_teacher_samplers = 2  # nor the number of eflomal samplers it learned from
     with pytest.raises(UserError, match="train.align_teacher_samplers=3"):
         run(resumed, tmp_path / "run")
+    resumed.train.align_teacher_samplers, resumed.train.align_teacher_runs = 3, 5  # nor its number of runs
+    with pytest.raises(UserError, match="train.align_teacher_runs=1"):
+        run(resumed, tmp_path / "run")
 
 
 def test_pharaoh_links_round_trip_through_the_scorer():
@@ -195,6 +198,36 @@ def test_teacher_cache_is_reused_and_follows_the_corpus(tmp_path, monkeypatch):
     assert calls == [2, 2]
     teacher_links(src[:2], tgt[:2], sp, str(tmp_path / "cache"), samplers=5)  # another teacher run: anew
     assert calls == [2, 2, 2]
+
+
+def test_teacher_of_several_runs_keeps_the_links_most_runs_drew(tmp_path, monkeypatch):
+    """train.align_teacher_runs=3: eflomal runs three times; each direction keeps the links at least
+    two runs drew (here run 3 disagrees on every link); the count keys the cache (1 keeps old keys)."""
+    from mt.tokenizer import Tokenizer
+
+    calls = []
+
+    def drifting(src, tgt, samplers):  # runs 1-2: word j -> word 0; run 3: word j -> the last word
+        calls.append(len(src))
+        last = len(calls) == 3
+        links = [[(len(s.split()) - 1 if last else 0, j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
+        return links, links
+
+    monkeypatch.setattr(teacher, "run_eflomal", drifting)
+    en, de = (TOY / "train.en").read_text().splitlines(), (TOY / "train.de").read_text().splitlines()
+    sp = Tokenizer.train(en, de, toy_config(tmp_path).data)
+    src, tgt = sp.encode_src(en[:4]), sp.encode_tgt(de[:4])
+    voted = teacher_links(src, tgt, sp, str(tmp_path / "cache"), "intersection", runs=3)
+    assert calls == [4, 4, 4]
+    for k in range(4):
+        pieces, _ = voted.of(k)
+        first_word = [u for u in teacher.sentence_words(sp.src_pieces(src[k]))[1] if u == 0]
+        assert set(pieces.tolist()) <= set(range(len(first_word))) and len(pieces) > 0  # word 0's pieces only
+    assert teacher.majority([[[(0, 0), (1, 1)]], [[(0, 0)]], [[(1, 1), (2, 2)]]]) == [[(0, 0), (1, 1)]]
+    assert teacher.majority([[[(0, 0)]], [[(1, 1)]]]) == [[]]  # a tie is not a majority
+    key = teacher.cache_key(src, tgt, sp, "intersection", 3)
+    assert teacher.cache_key(src, tgt, sp, "intersection", 3, runs=1) == key
+    assert teacher.cache_key(src, tgt, sp, "intersection", 3, runs=3) != key
 
 
 def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch):
@@ -314,6 +347,7 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
         "null": False,
         "teacher": "grow-diag-final-and",
         "teacher_samplers": 3,
+        "teacher_runs": 1,
     }
 
 

@@ -18,6 +18,7 @@ import io
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mt.align.symmetrize import symmetrize
-from mt.config import DEFAULT_ALIGN_TEACHER, DEFAULT_ALIGN_TEACHER_SAMPLERS
+from mt.config import DEFAULT_ALIGN_TEACHER, DEFAULT_ALIGN_TEACHER_RUNS, DEFAULT_ALIGN_TEACHER_SAMPLERS
 from mt.errors import UserError
 from mt.fileio import atomic_write_bytes, read_lines
 from mt.tokenizer import WORD_START, Tokenizer, word_units
@@ -122,9 +123,11 @@ def cache_key(
     tokenizer: Tokenizer,
     method: str,
     samplers: int,
+    runs: int = DEFAULT_ALIGN_TEACHER_RUNS,
 ) -> str:
-    """Hash of the pairs' token ids, the tokenizer and the teacher's settings (train.align_teacher, _samplers)."""
-    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{samplers}".encode())
+    """Hash of the pairs' token ids, the tokenizer and the teacher's settings (train.align_teacher*)."""
+    voted = f"|runs{runs}" if runs != 1 else ""  # one run keeps the keys of the caches written before runs existed
+    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{samplers}{voted}".encode())
     digest.update(tokenizer.src_proto)
     digest.update(tokenizer.tgt_proto or b"")
     for seqs in (src_ids, tgt_ids):
@@ -161,6 +164,19 @@ def run_eflomal(
     return [_parse(x) for x in forward], [_parse(x) for x in reverse]
 
 
+Links = list[list[tuple[int, int]]]
+
+
+def majority(runs: Sequence[Links]) -> Links:
+    """Each pair's links that more than half of the runs drew (eflomal samples: its runs disagree
+    on the uncertain links, and a vote keeps the ones it is sure of)."""
+    out = []
+    for pair in zip(*runs, strict=True):
+        counts = Counter(link for links in pair for link in set(links))
+        out.append(sorted(link for link, n in counts.items() if 2 * n > len(runs)))
+    return out
+
+
 def teacher_links(
     src_ids: Sequence[Sequence[int]],
     tgt_ids: Sequence[Sequence[int]],
@@ -168,10 +184,11 @@ def teacher_links(
     cache_dir: str,
     method: str = DEFAULT_ALIGN_TEACHER,
     samplers: int = DEFAULT_ALIGN_TEACHER_SAMPLERS,
+    runs: int = DEFAULT_ALIGN_TEACHER_RUNS,
 ) -> PieceLinks:
     """Piece-level teacher links for every pair (eflomal; method: a symmetrization of its two
     directions, or FORWARD), from the cache if there."""
-    key = cache_key(src_ids, tgt_ids, tokenizer, method, samplers)
+    key = cache_key(src_ids, tgt_ids, tokenizer, method, samplers, runs)
     cache = Path(cache_dir) / "align" / f"teacher-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         log.info("teacher alignments: reusing %s", cache)
@@ -192,13 +209,15 @@ def teacher_links(
         tgt_words.append(" ".join(words))
         tgt_units.append(units)
     log.info(
-        "teacher alignments: eflomal (model %d, %d samplers) on %d distinct training pairs, both directions, %s ...",
+        "teacher alignments: eflomal (model %d, %d samplers) on %d distinct training pairs, both directions, %s%s ...",
         EFLOMAL_MODEL,
         samplers,
         len(src_words),
         "forward links alone" if method == FORWARD else method,
+        f", each direction's links voted by {runs} runs" if runs > 1 else "",
     )
-    forward, reverse = run_eflomal(src_words, tgt_words, samplers)
+    drawn = [run_eflomal(src_words, tgt_words, samplers) for _ in range(runs)]
+    forward, reverse = majority([f for f, _ in drawn]), majority([r for _, r in drawn])
     aligned_pairs = [
         word_to_piece_links(f if method == FORWARD else symmetrize(f, r, method), su, tu)
         for f, r, su, tu in zip(forward, reverse, src_units, tgt_units)

@@ -3,6 +3,7 @@
     make install                            # eflomal is a dependency of mt
     .venv/bin/python scripts/baseline_eflomal.py --json docs/results/align_eflomal.json
     .venv/bin/python scripts/baseline_eflomal.py --runs 10 --out studies/eflomal --json studies/eflomal/report.json
+    .venv/bin/python scripts/baseline_eflomal.py --runs 10 --vote 5 --reuse --out studies/eflomal   # + voted rows
 
 Trains eflomal (IBM1 + HMM + fertility, Gibbs sampling) on the 29,000 Multi30k en-fr training
 pairs with the 447 gold sentence pairs appended (the gold *links* are never used), takes the
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from mt.align.gold import Score, aer, format_score, read_alignment_file, read_gold_pairs  # noqa: E402
 from mt.align.symmetrize import SYMMETRIZE, symmetrize  # noqa: E402
+from mt.align.teacher import majority  # noqa: E402
 from mt.errors import UserError, exit_on_user_error  # noqa: E402
 from mt.fileio import read_lines  # noqa: E402
 from mt.paths import ALIGNMENT_GOLD  # noqa: E402
@@ -136,12 +138,30 @@ def align_once(
         ns, nt = len(gold_en[k].split()), len(gold_fr[k].split())
         if any(i >= ns or j >= nt for i, j in f | r):
             raise UserError(f"eflomal output for gold pair {k} is out of range: lines misaligned?")
+    return systems_of(fwd, rev, gold_en, gold_fr), seconds
+
+
+def systems_of(
+    fwd: list[set[tuple[int, int]]], rev: list[set[tuple[int, int]]], gold_en: list[str], gold_fr: list[str]
+) -> dict[str, list[set[tuple[int, int]]]]:
+    """Every system's links of the gold pairs from one forward and one reverse alignment."""
     systems = {"forward": fwd, "reverse": rev}
     # Trivial reference, no training: target word j linked to source word round(j * S / T).
     systems["diagonal"] = [diagonal(len(e.split()), len(f.split())) for e, f in zip(gold_en, gold_fr)]
     for method in SYMMETRIZE:
         systems[method] = [symmetrize(f, r, method) for f, r in zip(fwd, rev)]
-    return systems, seconds
+    return systems
+
+
+def read_pharaoh(path: Path) -> list[set[tuple[int, int]]]:
+    return [parse(line) for line in read_lines(path)]
+
+
+def voted(runs: list[dict[str, list[set[tuple[int, int]]]]], gold_en: list[str], gold_fr: list[str]):
+    """The systems of the runs' majority links in each direction (the teacher of train.align_teacher_runs)."""
+    fwd = majority([[sorted(x) for x in run["forward"]] for run in runs])
+    rev = majority([[sorted(x) for x in run["reverse"]] for run in runs])
+    return systems_of([set(x) for x in fwd], [set(x) for x in rev], gold_en, gold_fr)
 
 
 def write_pharaoh(out: Path, systems: dict[str, list[set[tuple[int, int]]]]) -> None:
@@ -183,12 +203,23 @@ def main() -> None:
         help="run eflomal this many times (it samples and takes no seed) and report each system's mean and "
         "standard deviation; run k's links go to OUT/run<k>",
     )
+    p.add_argument(
+        "--vote",
+        type=int,
+        default=0,
+        help="also score the majority links of each group of this many runs (as train.align_teacher_runs votes)",
+    )
+    p.add_argument(
+        "--reuse", action="store_true", help="read run k's links from OUT/run<k> where an earlier call wrote them"
+    )
     p.add_argument("--out", default="data/align/eflomal", help="where the Pharaoh alignments of the gold pairs go")
     p.add_argument("--json", help="also write the scores here")
     args = p.parse_args()
     with exit_on_user_error("baseline_eflomal"):
         if args.runs < 1:
             raise UserError(f"--runs must be at least 1, not {args.runs}")
+        if args.vote and not 2 <= args.vote <= args.runs:
+            raise UserError(f"--vote needs 2 to --runs ({args.runs}) runs a group, not {args.vote}")
         data, gold_dir = Path(args.data), Path(args.gold_dir)
         for f in (data / "train.en.gz", data / "train.fr.gz"):
             if not f.is_file():
@@ -199,16 +230,22 @@ def main() -> None:
         train_fr = [tokenize_fr(s) for s in read_lines(data / "train.fr.gz")]
         src = train_en + [s.lower() for s in gold_en]
         tgt = train_fr + [t.lower() for t in gold_fr]
-        runs, seconds = [], []
+        runs, links_of_runs, seconds = [], [], []
         for k in range(1, args.runs + 1):
-            systems, took = align_once(src, tgt, gold_en, gold_fr, args)
             out_dir = Path(args.out) / f"run{k}" if args.runs > 1 else Path(args.out)
-            write_pharaoh(out_dir, systems)
+            earlier = [out_dir / "forward.align", out_dir / "reverse.align"]
+            if args.reuse and all(f.is_file() for f in earlier):
+                systems = systems_of(*map(read_pharaoh, earlier), gold_en, gold_fr)
+            else:
+                systems, took = align_once(src, tgt, gold_en, gold_fr, args)
+                write_pharaoh(out_dir, systems)
+                seconds.append(took)
             runs.append({name: aer(gold, links) for name, links in systems.items()})
-            seconds.append(took)
+            links_of_runs.append(systems)
+        took = f"{statistics.mean(seconds):.0f} s a run" if seconds else "every run's links reused"
         print(
             f"eflomal-align (model {args.model}, {args.samplers} samplers) on {len(src)} pairs "
-            f"({len(train_en)} Multi30k + {len(gold_en)} gold), {statistics.mean(seconds):.0f} s a run; "
+            f"({len(train_en)} Multi30k + {len(gold_en)} gold), {took}; "
             f"AER on the {len(gold_en)} gold pairs" + (f", {args.runs} runs:" if args.runs > 1 else ":")
         )
         summary = spread(runs) if args.runs > 1 else None  # the sd needs two runs
@@ -221,19 +258,33 @@ def main() -> None:
                     f"  {name:<20} AER {row['aer_mean']:5.2f} ± {row['aer_sd']:.2f} (min {row['aer_min']:.2f}, "
                     f"max {row['aer_max']:.2f}), P {row['precision_mean']:.1f} R {row['recall_mean']:.1f}"
                 )
+        votes = []
+        if args.vote:
+            groups = [links_of_runs[i : i + args.vote] for i in range(0, args.runs - args.vote + 1, args.vote)]
+            votes = [{name: aer(gold, x) for name, x in voted(g, gold_en, gold_fr).items()} for g in groups]
+            print(f"majority links of {args.vote} runs, {len(groups)} disjoint group(s) of the runs:")
+            for name in votes[0]:
+                aers = [100 * v[name].aer for v in votes]
+                sd = f" ± {statistics.stdev(aers):.2f}" if len(aers) > 1 else ""
+                print(f"  {name:<20} AER {statistics.mean(aers):5.2f}{sd}  ({', '.join(f'{a:.2f}' for a in aers)})")
         if args.json:
             record = {
                 "aligner": "eflomal",
                 "model": args.model,
                 "samplers": args.samplers,
                 "training_pairs": len(src),
-                "seconds_per_run": round(statistics.mean(seconds), 1),
+                "seconds_per_run": round(statistics.mean(seconds), 1) if seconds else None,
             }
             if summary is None:
                 record["scores"] = {k: asdict(v) for k, v in runs[0].items()}
             else:  # no "scores": one draw is not the result
                 record["runs"] = [{k: asdict(v) for k, v in run.items()} for run in runs]
                 record["spread"] = summary
+            if votes:
+                record["vote"] = {
+                    "runs_per_vote": args.vote,
+                    "groups": [{k: asdict(v) for k, v in vote.items()} for vote in votes],
+                }
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 

@@ -740,5 +740,15 @@ def test_baseline_eflomal_runs_twice_and_writes_each_run_and_the_spread(tmp_path
     for k in (1, 2):
         lines = (tmp_path / "out" / f"run{k}" / "forward.align").read_text().splitlines()
         assert len(lines) == 2 and all(lines)  # one line of links per gold pair
+    # --reuse --vote 2: no eflomal run; the voted forward links are those both runs drew
+    again = subprocess.run(
+        [*script, "--runs", "2", "--vote", "2", "--reuse", "--json", str(tmp_path / "v.json")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0 and "reused" in again.stdout, again.stderr
+    (vote,) = json.loads((tmp_path / "v.json").read_text())["vote"]["groups"]
+    drawn = [(tmp_path / "out" / f"run{k}" / "forward.align").read_text().splitlines() for k in (1, 2)]
+    both = sum(len(set(a.split()) & set(b.split())) for a, b in zip(*drawn))
+    assert vote["forward"]["hyp_links"] == both
     refused = subprocess.run([*script, "--runs", "0"], capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0 and "--runs" in refused.stderr

@@ -89,6 +89,12 @@ class RunMetrics(TypedDict, total=False):
     ddp_max_param_divergence: float | None
     history: list[ValidationRecord]
     config: dict[str, dict[str, Any]]  # data, model, train, decode as dicts
+    # With train.align_weight and data.align_gold pairs among the training pairs: the teacher's own
+    # links scored on them (fractions), the bound the aligning heads are likely to meet
+    teacher_gold_aer: float
+    teacher_gold_precision: float
+    teacher_gold_recall: float
+    teacher_gold_pairs: int
     # After training: checkpoint averaging (train.average_last) and the test split
     averaged_checkpoints: int
     averaged_valid_bleu: float

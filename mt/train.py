@@ -23,6 +23,7 @@ from tqdm import tqdm
 from mt import checkpoint as ckpt_io
 from mt import distributed, rundir
 from mt import validation as scoring
+from mt.align.teacher import PieceLinks, teacher_links
 from mt.average import average_if_better, snapshot_name, snapshots
 from mt.batching import EpochPlan, Split, collate, epoch_plan, padding_waste
 from mt.checkpoint import TrainState
@@ -63,6 +64,8 @@ class Trainer:
         self.log: RunLog | None = None  # exists once the run directory is ours
         self.model: Transformer | None = None
         self.ddp_divergence: float | None = None  # max |param - rank 0's| after training (DDP check)
+        self.teacher: PieceLinks | None = None  # the aligning heads' teacher links, before null links
+        self.teacher_entries: dict[str, float | int] = {}  # its AER on data.align_gold, for metrics.json
 
     # Setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -84,6 +87,8 @@ class Trainer:
         self.log.open_tensorboard(self.state.step)
         gold_cfg = cfg.data.align_gold
         self.gold = scoring.load_gold(gold_cfg, tok, cfg.model.max_positions - 1) if gold_cfg.enabled else None
+        if self.gold is not None and self.teacher is not None:
+            self._score_teacher()
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
         if cfg.data.corpora:
             log.info(f"checkpoint selection: {selection_rule(self.data.corpora)}")
@@ -91,15 +96,30 @@ class Trainer:
         log.info(f"model: {model.num_parameters():,} parameters, device {self.device}, precision {precision}")
         self.write_metrics("running")
 
+    def _score_teacher(self) -> None:
+        scored = scoring.teacher_on_gold(self.teacher, self.data.splits["train"], self.gold)
+        if scored is None:
+            log.info("teacher alignments: no data.align_gold pair is a training pair, so the teacher is not scored")
+            return
+        score, pairs = scored
+        log.info(
+            f"teacher alignments on {pairs} of {len(self.gold.links)} data.align_gold pairs (training pairs too): "
+            f"AER {100 * score.aer:.2f}, precision {100 * score.precision:.1f}, recall {100 * score.recall:.1f}"
+        )
+        self.teacher_entries = {
+            "teacher_gold_aer": score.aer,
+            "teacher_gold_precision": score.precision,
+            "teacher_gold_recall": score.recall,
+            "teacher_gold_pairs": pairs,
+        }
+
     def _prepare_data(self, tokenizer) -> None:
         if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
             distributed.barrier(self.dist)
         self.data: PreparedData = prepare(self.cfg.data, tokenizer)
         if self.tc.align_weight > 0:  # teacher links for the aligning heads (rank 0 fills the cache)
-            from mt.align.teacher import teacher_links
-
             train = self.data.splits["train"]
-            train.align = teacher_links(
+            train.align = self.teacher = teacher_links(
                 train.src,
                 train.tgt,
                 self.data.tokenizer,
@@ -371,6 +391,7 @@ class Trainer:
         if self.log is None:  # the run directory was never ours: leave whatever is there alone
             return {}
         parameters = self.model.num_parameters() if self.model is not None else None
+        results = {**self.teacher_entries, **(results or {})}
         return self.log.write_metrics(status, self.state, parameters, self.dist.world, self.ddp_divergence, results)
 
     def _valid_splits(self) -> dict[str, Split]:

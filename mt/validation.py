@@ -16,6 +16,7 @@ import torch
 
 from mt.align.extract import AlignConfig, align_config_for, align_words, encode_pairs, teacher_forced_attention
 from mt.align.gold import GoldLine, Score, aer, flip_gold, read_alignment_file
+from mt.align.teacher import PieceLinks
 from mt.batching import Split, bucket_batches, collate
 from mt.checkpoint import supervised_heads
 from mt.config import DecodeConfig, GoldConfig
@@ -211,6 +212,26 @@ def gold_alignment(model: Transformer, gold: GoldSet, supervised: bool, device: 
     for i, a in zip(keep, attention):
         matrices[i], hyp[i] = align_words(a, gold.src_word_ids[i], gold.tgt_word_ids[i], cfg)
     return GoldAlignment(aer(gold.links, hyp), matrices)
+
+
+def teacher_on_gold(links: PieceLinks, train: Split, gold: GoldSet) -> tuple[Score, int] | None:
+    """The teacher links' AER on the gold pairs that are also training pairs (as in make align's
+    recipe, which appends the gold sentences to the training data, never their links), read through
+    the same word units as the model's: the bound a head that learns them is likely to meet. Also the
+    number of gold pairs scored; None if no gold pair is a training pair."""
+    row: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    for i, (s, t) in enumerate(zip(train.src, train.tgt)):
+        row.setdefault((tuple(s), tuple(t)), i)
+    hyp, lines = [], []
+    for k, line in enumerate(gold.links):
+        i = row.get((tuple(gold.src_ids[k]), tuple(gold.tgt_ids[k])))
+        if i is None:  # not in training, or encoded otherwise in context (a number split differently)
+            continue
+        src, tgt = links.of(i)
+        src_word, tgt_word = gold.src_word_ids[k], gold.tgt_word_ids[k]
+        hyp.append({(src_word[a], tgt_word[b]) for a, b in zip(src.tolist(), tgt.tolist())})
+        lines.append(line)
+    return (aer(lines, hyp), len(lines)) if lines else None
 
 
 def alignment_entries(score: Score) -> dict[str, float]:

@@ -19,7 +19,7 @@ from mt.errors import UserError
 from mt.loss import alignment_loss, batch_loss
 from mt.tokenizer import EOS_ID, word_units
 from mt.train import run
-from mt.validation import GoldSet, gold_alignment
+from mt.validation import GoldSet, gold_alignment, teacher_on_gold
 
 from .conftest import TOY, tiny_model, toy_config
 
@@ -230,6 +230,27 @@ def test_teacher_of_several_runs_keeps_the_links_most_runs_drew(tmp_path, monkey
     assert teacher.cache_key(src, tgt, sp, "intersection", 3, runs=3) != key
 
 
+def test_teacher_is_scored_on_the_gold_pairs_it_aligned_through_the_models_word_units():
+    """Gold pair A is training row 0 (its first word is two pieces), C is row 1 (no teacher link),
+    B is not a training pair and is skipped: P 1, R 2/3, AER 1 - 4/5."""
+    links = PieceLinks.from_lists([[(0, 0), (1, 0), (2, 1)], []])
+    train = Split(["", ""], ["", ""], [[5, 6, 7], [10, 11]], [[8, 9], [12]], align=links)
+    sure = [GoldLine({(0, 0), (1, 1)}, {(0, 0), (1, 1)}), GoldLine({(0, 0)}, {(0, 0)}), GoldLine({(0, 0)}, {(0, 0)})]
+    gold = GoldSet(
+        [["a", "b"], ["x"], ["c"]],
+        [["d", "e"], ["y"], ["f"]],
+        [[5, 6, 7], [20], [10, 11]],
+        [[0, 0, 1], [0], [0, 0]],
+        [[8, 9], [21], [12]],
+        [[0, 1], [0], [0]],
+        sure,
+    )
+    score, pairs = teacher_on_gold(links, train, gold)
+    assert pairs == 2 and (score.hyp_links, score.sure_links) == (2, 3)
+    assert (score.precision, score.recall, score.aer) == (1.0, pytest.approx(2 / 3), pytest.approx(0.2))
+    assert teacher_on_gold(links, train, replace(gold, src_ids=[[1], [2], [3]])) is None
+
+
 def test_teacher_method_picks_the_links_and_keys_the_cache(tmp_path, monkeypatch):
     from mt.align.symmetrize import SYMMETRIZE
     from mt.config import ALIGN_TEACHERS
@@ -321,8 +342,8 @@ def test_copy_task_aligns_each_word_with_itself():
 @pytest.mark.slow
 def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monkeypatch):
     monkeypatch.setattr(teacher, "run_eflomal", _diagonal_eflomal([]))
-    src = (TOY / "valid.en").read_text().splitlines()[:5]
-    tgt = (TOY / "valid.de").read_text().splitlines()[:5]
+    src = (TOY / "train.en").read_text().splitlines()[:5]  # training pairs: the teacher is scored on them too
+    tgt = (TOY / "train.de").read_text().splitlines()[:5]
     (tmp_path / "g.en").write_text("\n".join(src) + "\n")
     (tmp_path / "g.de").write_text("\n".join(tgt) + "\n")
     (tmp_path / "g.links").write_text("\n".join("0-0 1-1" for _ in src) + "\n")
@@ -334,6 +355,7 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
     assert all(0 <= h["valid_aer"] <= 1 and "valid_align_precision" in h for h in history)
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert on_disk["history"][-1]["valid_aer"] == history[-1]["valid_aer"]
+    assert on_disk["teacher_gold_pairs"] >= 1 and 0 <= on_disk["teacher_gold_aer"] <= 1
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
     assert "valid/aer" in events.Tags()["scalars"] and "train/align_loss" in events.Tags()["scalars"]
     assert {"alignment/gold", "attention/aligning"} <= set(events.Tags()["images"])

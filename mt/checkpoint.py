@@ -19,7 +19,14 @@ import torch
 from typing_extensions import NotRequired, TypedDict
 
 from mt import distributed
-from mt.config import DEFAULT_ALIGN_TEACHER, UNRECORDED_ALIGN_TEACHER_SAMPLERS, DataConfig, ModelConfig
+from mt.config import (
+    DEFAULT_ALIGN_TEACHER,
+    UNRECORDED_ALIGN_TEACHER_RUNS,
+    UNRECORDED_ALIGN_TEACHER_SAMPLERS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from mt.errors import UserError
 from mt.model import Transformer
 from mt.rundir import model_file
@@ -167,6 +174,28 @@ def pack_training(engine: Engine, tokenizer: Tokenizer, state: TrainState, data:
     return full
 
 
+def recorded_teacher(record: AligningHeads) -> dict[str, str | int]:
+    """The train.align_teacher* settings supervised heads learned from (older records lack some)."""
+    return {
+        "align_teacher": record.get("teacher", DEFAULT_ALIGN_TEACHER),
+        "align_teacher_samplers": record.get("teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS),
+        "align_teacher_runs": record.get("teacher_runs", UNRECORDED_ALIGN_TEACHER_RUNS),
+    }
+
+
+def check_resumed_teacher(ckpt: TrainingCheckpoint, tc: TrainConfig, path: Path) -> None:
+    """Refuse to go on with another teacher than the heads learned from (before any teacher is computed)."""
+    record = ckpt.get("alignment")
+    if tc.align_weight <= 0 or not record or record.get("source") != "supervised":
+        return
+    for key, trained in recorded_teacher(record).items():
+        if getattr(tc, key) != trained:
+            raise UserError(
+                f"{path} trained its aligning heads with train.{key}={trained}, not {getattr(tc, key)}; "
+                "resume with the same teacher or start a new run directory"
+            )
+
+
 def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> TrainState:
     """Load weights, optimizer, scaler and this rank's RNG from `ckpt`; returns its TrainState."""
     if ckpt["model_config"] != asdict(engine.model.config):
@@ -174,18 +203,6 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
             f"{path} was trained with a different model config; resume with the same "
             "model.* settings or start a new run directory"
         )
-    record = ckpt.get("alignment")
-    if engine.tc.align_weight > 0 and record and record.get("source") == "supervised":
-        trained = record.get("teacher", DEFAULT_ALIGN_TEACHER)
-        samplers = record.get("teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS)
-        runs = record.get("teacher_runs", 1)
-        tc = engine.tc
-        if (trained, samplers, runs) != (tc.align_teacher, tc.align_teacher_samplers, tc.align_teacher_runs):
-            raise UserError(
-                f"{path} trained its aligning heads with train.align_teacher={trained} "
-                f"train.align_teacher_samplers={samplers} train.align_teacher_runs={runs}; resume with the same "
-                "teacher or start a new run directory"
-            )
     try:
         engine.model.load_state_dict(ckpt["model"])
         engine.optimizer.load_state_dict(ckpt["optimizer"])

@@ -34,6 +34,7 @@ DEFAULT_ALIGN_TEACHER = "grow-diag-final-and"  # Garg et al.; also what a checkp
 DEFAULT_ALIGN_TEACHER_SAMPLERS = 3
 UNRECORDED_ALIGN_TEACHER_SAMPLERS = 2
 DEFAULT_ALIGN_TEACHER_RUNS = 1  # eflomal runs whose majority links make the teacher (train.align_teacher_runs)
+UNRECORDED_ALIGN_TEACHER_RUNS = 1
 ALIGN_TEACHERS = (DEFAULT_ALIGN_TEACHER, "grow-diag-final", "grow-diag", "intersection", "union", "forward")
 
 
@@ -364,7 +365,7 @@ class TrainConfig:
     align_teacher_samplers: int = DEFAULT_ALIGN_TEACHER_SAMPLERS
     # Independent eflomal runs; each direction keeps the links more than half of them drew, then
     # symmetrizes. Measured on the Hansards gold (eflomal's own output, 3 samplers): a vote of 5 runs
-    # gives grow-diag-final-and 13.14 against 14.55 for one run (docs/alignment.md).
+    # gives grow-diag-final-and 13.21 against 14.55 for one run (docs/alignment.md).
     align_teacher_runs: int = DEFAULT_ALIGN_TEACHER_RUNS
     clip_norm: float = 1.0  # 0 = no clipping
     max_tokens: int = 4096  # tokens per batch (padded, max of source and target side)
@@ -442,8 +443,14 @@ class MTConfig:
             )
         if self.model.align_null and self.train.align_weight <= 0:
             found.append("model.align_null trains the aligning heads: it needs train.align_weight > 0")
-        if self.train.align_teacher != DEFAULT_ALIGN_TEACHER and self.train.align_weight <= 0:
-            found.append("train.align_teacher picks the aligning heads' teacher: it needs train.align_weight > 0")
+        teacher_keys = {
+            "align_teacher": DEFAULT_ALIGN_TEACHER,
+            "align_teacher_samplers": DEFAULT_ALIGN_TEACHER_SAMPLERS,
+            "align_teacher_runs": DEFAULT_ALIGN_TEACHER_RUNS,
+        }
+        for key, default in teacher_keys.items():
+            if getattr(self.train, key) != default and self.train.align_weight <= 0:
+                found.append(f"train.{key} sets the aligning heads' teacher: it needs train.align_weight > 0")
         return found
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mt.checkpoint import Loaded
-from mt.config import DEFAULT_ALIGN_TEACHER, UNRECORDED_ALIGN_TEACHER_SAMPLERS
+from mt.config import DEFAULT_ALIGN_TEACHER, UNRECORDED_ALIGN_TEACHER_RUNS, UNRECORDED_ALIGN_TEACHER_SAMPLERS
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _training_section(loaded: Loaded, run: RunFiles) -> list[str]:
         rows.append(("train.align_teacher", train.get("align_teacher", DEFAULT_ALIGN_TEACHER)))
         samplers = train.get("align_teacher_samplers", UNRECORDED_ALIGN_TEACHER_SAMPLERS)
         rows.append(("train.align_teacher_samplers", samplers))
-        rows.append(("train.align_teacher_runs", train.get("align_teacher_runs", 1)))
+        rows.append(("train.align_teacher_runs", train.get("align_teacher_runs", UNRECORDED_ALIGN_TEACHER_RUNS)))
     if train.get("average_last"):
         rows.append(("train.average_last", train["average_last"]))
     for key in ("vocab_size", "spm_model_type", "max_len"):

@@ -75,6 +75,8 @@ class Trainer:
         self.lock = claim(self.paths, tc.resume, tc.overwrite, lock=self.dist.main)
         self.log = RunLog(self.paths, cfg, self.overrides, enabled=self.dist.main)
         resume_ckpt = ckpt_io.read_for_resume(self.paths.last) if tc.resume else None
+        if resume_ckpt is not None:
+            ckpt_io.check_resumed_teacher(resume_ckpt, tc, self.paths.last)
         self._prepare_data(ckpt_io.tokenizer_of(resume_ckpt) if resume_ckpt else None)
         tok = self.data.tokenizer
         model = Transformer(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint)
@@ -87,8 +89,9 @@ class Trainer:
         self.log.open_tensorboard(self.state.step)
         gold_cfg = cfg.data.align_gold
         self.gold = scoring.load_gold(gold_cfg, tok, cfg.model.max_positions - 1) if gold_cfg.enabled else None
-        if self.gold is not None and self.teacher is not None:
+        if self.gold is not None and self.teacher is not None and self.dist.main:
             self._score_teacher()
+        self.teacher = None  # train.align holds the links (with null links, a second copy)
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
         if cfg.data.corpora:
             log.info(f"checkpoint selection: {selection_rule(self.data.corpora)}")

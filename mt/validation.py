@@ -219,9 +219,15 @@ def teacher_on_gold(links: PieceLinks, train: Split, gold: GoldSet) -> tuple[Sco
     recipe, which appends the gold sentences to the training data, never their links), read through
     the same word units as the model's: the bound a head that learns them is likely to meet. Also the
     number of gold pairs scored; None if no gold pair is a training pair."""
+    wanted = {(tuple(s), tuple(t)) for s, t in zip(gold.src_ids, gold.tgt_ids)}  # a few hundred, not the corpus
+    src_lens, tgt_lens = train.lengths()
+    lengths = {(len(s), len(t)) for s, t in wanted}
     row: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
-    for i, (s, t) in enumerate(zip(train.src, train.tgt)):
-        row.setdefault((tuple(s), tuple(t)), i)
+    for i in range(len(train.src)):
+        if (src_lens[i] - 1, tgt_lens[i] - 1) in lengths:  # lengths() counts eos
+            pair = (tuple(train.src[i]), tuple(train.tgt[i]))
+            if pair in wanted:
+                row.setdefault(pair, i)
     hyp, lines = [], []
     for k, line in enumerate(gold.links):
         i = row.get((tuple(gold.src_ids[k]), tuple(gold.tgt_ids[k])))

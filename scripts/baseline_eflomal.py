@@ -153,6 +153,18 @@ def systems_of(
     return systems
 
 
+def check_reused(out_dir: Path, settings: dict[str, float]) -> None:
+    """Refuse links an earlier call made with other eflomal settings (folders from before the
+    settings were written are taken as they are, with a note)."""
+    written = out_dir / "settings.json"
+    if not written.is_file():
+        print(f"note: {out_dir} does not say how it was made; taken as {settings}", file=sys.stderr)
+        return
+    earlier = json.loads(written.read_text(encoding="utf-8"))
+    if earlier != settings:
+        raise UserError(f"{out_dir} was made with {earlier}, not {settings}: drop --reuse or pass those settings")
+
+
 def read_pharaoh(path: Path) -> list[set[tuple[int, int]]]:
     return [parse(line) for line in read_lines(path)]
 
@@ -230,15 +242,18 @@ def main() -> None:
         train_fr = [tokenize_fr(s) for s in read_lines(data / "train.fr.gz")]
         src = train_en + [s.lower() for s in gold_en]
         tgt = train_fr + [t.lower() for t in gold_fr]
+        settings = {"model": args.model, "samplers": args.samplers, "length": args.length}
         runs, links_of_runs, seconds = [], [], []
         for k in range(1, args.runs + 1):
             out_dir = Path(args.out) / f"run{k}" if args.runs > 1 else Path(args.out)
             earlier = [out_dir / "forward.align", out_dir / "reverse.align"]
             if args.reuse and all(f.is_file() for f in earlier):
+                check_reused(out_dir, settings)
                 systems = systems_of(*map(read_pharaoh, earlier), gold_en, gold_fr)
             else:
                 systems, took = align_once(src, tgt, gold_en, gold_fr, args)
                 write_pharaoh(out_dir, systems)
+                (out_dir / "settings.json").write_text(json.dumps(settings) + "\n", encoding="utf-8")
                 seconds.append(took)
             runs.append({name: aer(gold, links) for name, links in systems.items()})
             links_of_runs.append(systems)
@@ -262,7 +277,11 @@ def main() -> None:
         if args.vote:
             groups = [links_of_runs[i : i + args.vote] for i in range(0, args.runs - args.vote + 1, args.vote)]
             votes = [{name: aer(gold, x) for name, x in voted(g, gold_en, gold_fr).items()} for g in groups]
-            print(f"majority links of {args.vote} runs, {len(groups)} disjoint group(s) of the runs:")
+            unused = args.runs - len(groups) * args.vote
+            print(
+                f"majority links of {args.vote} runs, {len(groups)} disjoint group(s) of the runs"
+                + (f" (the last {unused} in none):" if unused else ":")
+            )
             for name in votes[0]:
                 aers = [100 * v[name].aer for v in votes]
                 sd = f" ± {statistics.stdev(aers):.2f}" if len(aers) > 1 else ""

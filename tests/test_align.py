@@ -750,5 +750,7 @@ def test_baseline_eflomal_runs_twice_and_writes_each_run_and_the_spread(tmp_path
     drawn = [(tmp_path / "out" / f"run{k}" / "forward.align").read_text().splitlines() for k in (1, 2)]
     both = sum(len(set(a.split()) & set(b.split())) for a, b in zip(*drawn))
     assert vote["forward"]["hyp_links"] == both
+    other = subprocess.run([*script, "--runs", "2", "--reuse", "--samplers", "5"], capture_output=True, text=True)
+    assert other.returncode == 2 and "was made with" in other.stderr  # links of other settings are not reused
     refused = subprocess.run([*script, "--runs", "0"], capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0 and "--runs" in refused.stderr

@@ -136,15 +136,36 @@ def test_aligning_settings_are_checked():
     cfg.train.align_teacher = "forward"
     with pytest.raises(UserError, match="train.align_teacher .* train.align_weight > 0"):
         validate(cfg)
+    for key in ("align_teacher_samplers", "align_teacher_runs"):
+        cfg = MTConfig()
+        setattr(cfg.train, key, 5)
+        with pytest.raises(UserError, match=f"train.{key} .* train.align_weight > 0"):
+            validate(cfg)
+        setattr(cfg.train, key, 0)
+        cfg.train.align_weight = 0.5
+        with pytest.raises(UserError, match=f"train.{key}"):
+            validate(cfg)
 
 
 def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(teacher, "run_eflomal", lambda src, tgt, samplers: ([[] for _ in src], [[] for _ in src]))
+    calls = []
+
+    def no_links(src, tgt, samplers):
+        calls.append(samplers)
+        return [[] for _ in src], [[] for _ in src]
+
+    monkeypatch.setattr(teacher, "run_eflomal", no_links)
     cfg = toy_config(tmp_path, max_steps=2, eval_every=2, align_weight=0.5)
     cfg.model.align_null = True
+    for side, lang in (("g.en", "en"), ("g.de", "de")):  # gold = three training pairs: the teacher is scored
+        (tmp_path / side).write_text("\n".join((TOY / f"train.{lang}").read_text().splitlines()[:3]) + "\n")
+    (tmp_path / "g.links").write_text("0-0\n0-0\n0-0\n")
+    cfg.data.align_gold = GoldConfig(str(tmp_path / "g.en"), str(tmp_path / "g.de"), str(tmp_path / "g.links"))
     with caplog.at_level("INFO", logger="mt.align.teacher"):
         run(cfg, tmp_path / "run")
     assert read(tmp_path / "run" / "checkpoints" / "best.pt")["alignment"]["null"] is True
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["teacher_gold_pairs"] == 3 and on_disk["teacher_gold_recall"] == 0  # null links not counted
     share = [r.getMessage() for r in caplog.records if r.getMessage().startswith("null links")]
     assert len(share) == 1 and "(100.0%)" in share[0], share  # a teacher with no links: every token null
     resumed = toy_config(tmp_path, max_steps=4, eval_every=2, align_weight=0.5, resume=True)
@@ -159,6 +180,17 @@ def test_training_with_null_links_records_them(tmp_path, monkeypatch, caplog):
     resumed.train.align_teacher_samplers, resumed.train.align_teacher_runs = 3, 5  # nor its number of runs
     with pytest.raises(UserError, match="train.align_teacher_runs=1"):
         run(resumed, tmp_path / "run")
+    assert calls == [3]  # each refusal came before any teacher was computed
+    # a checkpoint from before the samplers and runs were recorded learned from 2 samplers, 1 run
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["alignment"]["teacher_samplers"], ckpt["alignment"]["teacher_runs"]
+    torch.save(ckpt, last)
+    resumed.train.align_teacher_runs = 1
+    with pytest.raises(UserError, match="train.align_teacher_samplers=2, not 3"):
+        run(resumed, tmp_path / "run")
+    resumed.train.align_teacher_samplers = 2
+    assert run(resumed, tmp_path / "run")["steps"] == 4 and calls == [3, 2]
 
 
 def test_pharaoh_links_round_trip_through_the_scorer():
@@ -207,9 +239,9 @@ def test_teacher_of_several_runs_keeps_the_links_most_runs_drew(tmp_path, monkey
 
     calls = []
 
-    def drifting(src, tgt, samplers):  # runs 1-2: word j -> word 0; run 3: word j -> the last word
+    def drifting(src, tgt, samplers):  # run 1: word j -> the last word; runs 2-3: word j -> word 0
         calls.append(len(src))
-        last = len(calls) == 3
+        last = len(calls) == 1
         links = [[(len(s.split()) - 1 if last else 0, j) for j in range(len(t.split()))] for s, t in zip(src, tgt)]
         return links, links
 
@@ -225,8 +257,12 @@ def test_teacher_of_several_runs_keeps_the_links_most_runs_drew(tmp_path, monkey
         assert set(pieces.tolist()) <= set(range(len(first_word))) and len(pieces) > 0  # word 0's pieces only
     assert teacher.majority([[[(0, 0), (1, 1)]], [[(0, 0)]], [[(1, 1), (2, 2)]]]) == [[(0, 0), (1, 1)]]
     assert teacher.majority([[[(0, 0)]], [[(1, 1)]]]) == [[]]  # a tie is not a majority
+    assert teacher.majority([[[(0, 0), (0, 0)]], [[]]]) == [[]]  # a link twice in one run is one vote
+    # one run keeps the settings string (so the cache keys) of the caches written before runs existed
+    old = f"v{teacher.FORMAT_VERSION}|grow-diag-final-and|model3|samplers2"
+    assert teacher.teacher_settings("grow-diag-final-and", 2, 1) == old
+    assert teacher.teacher_settings("grow-diag-final-and", 2, 3) != old
     key = teacher.cache_key(src, tgt, sp, "intersection", 3)
-    assert teacher.cache_key(src, tgt, sp, "intersection", 3, runs=1) == key
     assert teacher.cache_key(src, tgt, sp, "intersection", 3, runs=3) != key
 
 
@@ -355,7 +391,7 @@ def test_training_with_alignment_tracks_aer_and_records_the_heads(tmp_path, monk
     assert all(0 <= h["valid_aer"] <= 1 and "valid_align_precision" in h for h in history)
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert on_disk["history"][-1]["valid_aer"] == history[-1]["valid_aer"]
-    assert on_disk["teacher_gold_pairs"] >= 1 and 0 <= on_disk["teacher_gold_aer"] <= 1
+    assert on_disk["teacher_gold_pairs"] == 5 and 0 <= on_disk["teacher_gold_aer"] <= 1
     events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
     assert "valid/aer" in events.Tags()["scalars"] and "train/align_loss" in events.Tags()["scalars"]
     assert {"alignment/gold", "attention/aligning"} <= set(events.Tags()["images"])

@@ -117,6 +117,12 @@ def word_to_piece_links(word_links: Sequence[tuple[int, int]], src_units: list[i
     return sorted((s, t) for i, j in word_links for s in src_pieces.get(i, []) for t in tgt_pieces.get(j, []))
 
 
+def teacher_settings(method: str, samplers: int, runs: int) -> str:
+    """The teacher's part of its cache key."""
+    voted = f"|runs{runs}" if runs != 1 else ""  # one run keeps the keys of the caches written before runs existed
+    return f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{samplers}{voted}"
+
+
 def cache_key(
     src_ids: Sequence[Sequence[int]],
     tgt_ids: Sequence[Sequence[int]],
@@ -126,8 +132,7 @@ def cache_key(
     runs: int = DEFAULT_ALIGN_TEACHER_RUNS,
 ) -> str:
     """Hash of the pairs' token ids, the tokenizer and the teacher's settings (train.align_teacher*)."""
-    voted = f"|runs{runs}" if runs != 1 else ""  # one run keeps the keys of the caches written before runs existed
-    digest = hashlib.sha256(f"v{FORMAT_VERSION}|{method}|model{EFLOMAL_MODEL}|samplers{samplers}{voted}".encode())
+    digest = hashlib.sha256(teacher_settings(method, samplers, runs).encode())
     digest.update(tokenizer.src_proto)
     digest.update(tokenizer.tgt_proto or b"")
     for seqs in (src_ids, tgt_ids):

@@ -171,8 +171,7 @@ def read_pharaoh(path: Path) -> list[set[tuple[int, int]]]:
 
 def voted(runs: list[dict[str, list[set[tuple[int, int]]]]], gold_en: list[str], gold_fr: list[str]):
     """The systems of the runs' majority links in each direction (the teacher of train.align_teacher_runs)."""
-    fwd = majority([[sorted(x) for x in run["forward"]] for run in runs])
-    rev = majority([[sorted(x) for x in run["reverse"]] for run in runs])
+    fwd, rev = (majority([run[side] for run in runs]) for side in ("forward", "reverse"))
     return systems_of([set(x) for x in fwd], [set(x) for x in rev], gold_en, gold_fr)
 
 

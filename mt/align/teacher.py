@@ -19,7 +19,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,7 +172,7 @@ def run_eflomal(
 Links = list[list[tuple[int, int]]]
 
 
-def majority(runs: Sequence[Links]) -> Links:
+def majority(runs: Sequence[Sequence[Iterable[tuple[int, int]]]]) -> Links:
     """Each pair's links that more than half of the runs drew (eflomal samples: its runs disagree
     on the uncertain links, and a vote keeps the ones it is sure of)."""
     out = []

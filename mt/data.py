@@ -553,8 +553,8 @@ def tokenizer_key(cfg: DataConfig) -> str:
 
 def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
     """Train sentencepiece on the training split, or reuse the cached one for this data config."""
-    cache = Path(cfg.cache_dir) / "spm" / tokenizer_key(cfg)
-    tokenizer = Tokenizer.load(cache)
+    cache = Path(cfg.cache_dir) / "spm" / tokenizer_key(cfg) if cfg.cache_dir else None
+    tokenizer = Tokenizer.load(cache) if cache else None
     if tokenizer is not None:
         log.info("tokenizer: reusing %s", cache)
         return tokenizer
@@ -570,7 +570,8 @@ def get_tokenizer(cfg: DataConfig, train: datasets.Dataset) -> Tokenizer:
     src = [s for s in train["src"] if s.strip()]
     tgt = [t for t in train["tgt"] if t.strip()]
     tokenizer = Tokenizer.train(src, tgt, cfg)
-    tokenizer.save(cache)
+    if cache:
+        tokenizer.save(cache)
     return tokenizer
 
 

@@ -72,6 +72,15 @@ def gather(obj: T, d: Dist) -> list[T]:
     return out
 
 
+def broadcast(obj: T, d: Dist) -> T:
+    """Rank 0's `obj` on every rank (the others pass a placeholder)."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=torch.device(d.device))
+    return box[0]
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

@@ -36,6 +36,7 @@ from mt.model import Transformer
 from mt.paths import CONFIG_DIR
 from mt.rundir import RunDir, RunLock, claim
 from mt.runlog import RunLog, RunMetrics, selection_rule, summary
+from mt.tokenizer import Tokenizer
 
 log = logging.getLogger("mt.train")
 
@@ -116,13 +117,15 @@ class Trainer:
             "teacher_gold_pairs": pairs,
         }
 
-    def _prepare_data(self, tokenizer) -> None:
-        if not self.dist.main:  # rank 0 trains (or finds) the cached tokenizer first
+    def _prepare_data(self, tokenizer: Tokenizer | None) -> None:
+        if not self.dist.main:  # rank 0 trains (or finds) the tokenizer first; the others read its copy
             distributed.barrier(self.dist)
+            tokenizer = tokenizer or Tokenizer.load(self.paths.tokenizer)
         self.data: PreparedData = prepare(self.cfg.data, tokenizer)
-        if self.tc.align_weight > 0:  # teacher links for the aligning heads (rank 0 fills the cache)
+        teacher = None
+        if self.tc.align_weight > 0 and self.dist.main:  # the aligning heads' teacher links
             train = self.data.splits["train"]
-            train.align = self.teacher = teacher_links(
+            teacher = teacher_links(
                 train.src,
                 train.tgt,
                 self.data.tokenizer,
@@ -131,12 +134,12 @@ class Trainer:
                 self.tc.align_teacher_samplers,
                 self.tc.align_teacher_runs,
             )
-            if self.cfg.model.align_null:
-                src_lens, tgt_lens = train.lengths()  # + 1 each (eos)
-                train.align = train.align.with_null(src_lens - 1, tgt_lens - 1)
         if self.dist.main:
             self.data.tokenizer.save(self.paths.tokenizer)
             distributed.barrier(self.dist)
+        if self.tc.align_weight > 0:
+            # eflomal samples: ranks that each ran it would train on different teachers.
+            self._use_teacher(distributed.broadcast(teacher, self.dist))
         for name, rep in self.data.reports.items():
             if rep.empty or rep.too_long:
                 limit = self.cfg.data.max_len
@@ -144,6 +147,13 @@ class Trainer:
                     f"{name}: kept {rep.kept} pairs, dropped {rep.empty} empty and {rep.too_long} longer than "
                     f"{limit} tokens"
                 )
+
+    def _use_teacher(self, teacher: PieceLinks) -> None:
+        train = self.data.splits["train"]
+        train.align = self.teacher = teacher
+        if self.cfg.model.align_null:
+            src_lens, tgt_lens = train.lengths()  # + 1 each (eos)
+            train.align = teacher.with_null(src_lens - 1, tgt_lens - 1)
 
     def _pack(self, resumable: bool) -> ckpt_io.ModelFile:
         return ckpt_io.pack_training(self.engine, self.data.tokenizer, self.state, self.cfg.data, resumable)

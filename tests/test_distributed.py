@@ -74,3 +74,41 @@ def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path, extra)
     # Both consumed the same 12 batches; DDP drops the epoch's odd 13th batch, so it is at the next epoch.
     assert (a["train_state"]["epoch"], a["train_state"]["batch_in_epoch"]) == (0, 12)
     assert (b["train_state"]["epoch"], b["train_state"]["batch_in_epoch"]) == (1, 0)
+
+
+@pytest.mark.slow
+def test_without_a_cache_the_ranks_share_rank_zeros_tokenizer_and_teacher(tmp_path):
+    """data.cache_dir="" shares nothing through files, and sentencepiece and eflomal each drawn per
+    rank could differ (eflomal samples): rank 0 makes both once and the others take its copies."""
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mt.train",
+            "data=toy",
+            "model=tiny",
+            "train=smoke",
+            "train.max_steps=2",
+            "train.eval_every=0",
+            "train.threads=1",
+            "train.progress=false",
+            "train.valid_max_sentences=5",
+            "train.align_weight=0.1",
+            "data.cache_dir=",
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ],
+        cwd=tmp_path,  # a cache that ignored "" would land here
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = ddp.stdout + ddp.stderr
+    assert ddp.returncode == 0, ddp.stderr
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
+    assert out.count("tokenizer: training sentencepiece") == 1, out
+    assert out.count("teacher alignments: eflomal") == 1, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]

@@ -107,11 +107,16 @@ class Tokenizer:
     # Persistence: files in a directory (run dir, cache) and raw bytes (checkpoints).
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        joint, src, tgt = directory / "spm.joint.model", directory / "spm.src.model", directory / "spm.tgt.model"
         if self.joint:
-            atomic_write_bytes(directory / "spm.joint.model", self.src_proto)
+            atomic_write_bytes(joint, self.src_proto)
+            stale = [src, tgt]
         else:
-            atomic_write_bytes(directory / "spm.src.model", self.src_proto)
-            atomic_write_bytes(directory / "spm.tgt.model", self.tgt_proto or b"")
+            atomic_write_bytes(src, self.src_proto)
+            atomic_write_bytes(tgt, self.tgt_proto or b"")
+            stale = [joint]
+        for path in stale:  # `load` must not find the other layout's old files
+            path.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: Path) -> Tokenizer | None:

@@ -118,27 +118,29 @@ class Trainer:
         }
 
     def _prepare_data(self, tokenizer: Tokenizer | None) -> None:
-        if not self.dist.main:  # rank 0 trains (or finds) the tokenizer first; the others read its copy
-            distributed.barrier(self.dist)
-            tokenizer = tokenizer or Tokenizer.load(self.paths.tokenizer)
-        self.data: PreparedData = prepare(self.cfg.data, tokenizer)
+        # Rank 0 prepares first (training or finding the tokenizer, computing the teacher links);
+        # the other ranks take its copies: sentencepiece and eflomal (which samples) run per rank
+        # could differ, and the ranks' token ids and teachers must not.
         teacher = None
-        if self.tc.align_weight > 0 and self.dist.main:  # the aligning heads' teacher links
-            train = self.data.splits["train"]
-            teacher = teacher_links(
-                train.src,
-                train.tgt,
-                self.data.tokenizer,
-                self.cfg.data.cache_dir,
-                self.tc.align_teacher,
-                self.tc.align_teacher_samplers,
-                self.tc.align_teacher_runs,
-            )
         if self.dist.main:
+            self.data: PreparedData = prepare(self.cfg.data, tokenizer)
+            if self.tc.align_weight > 0:  # the aligning heads' teacher links
+                train = self.data.splits["train"]
+                teacher = teacher_links(
+                    train.src,
+                    train.tgt,
+                    self.data.tokenizer,
+                    self.cfg.data.cache_dir,
+                    self.tc.align_teacher,
+                    self.tc.align_teacher_samplers,
+                    self.tc.align_teacher_runs,
+                )
             self.data.tokenizer.save(self.paths.tokenizer)
-            distributed.barrier(self.dist)
+        protos = (self.data.tokenizer.src_proto, self.data.tokenizer.tgt_proto) if self.dist.main else None
+        protos = distributed.broadcast(protos, self.dist)
+        if not self.dist.main:
+            self.data = prepare(self.cfg.data, Tokenizer(*protos))
         if self.tc.align_weight > 0:
-            # eflomal samples: ranks that each ran it would train on different teachers.
             self._use_teacher(distributed.broadcast(teacher, self.dist))
         for name, rep in self.data.reports.items():
             if rep.empty or rep.too_long:

@@ -36,6 +36,11 @@ def test_save_load_and_separate_vocabularies(tmp_path, joint):
     separate.save(tmp_path / "s")
     assert Tokenizer.load(tmp_path / "s").tgt_proto == separate.tgt_proto
     assert Tokenizer.load(tmp_path / "missing") is None
+    # A directory reused for the other layout loads what was saved last, not the old files.
+    separate.save(tmp_path / "j")
+    assert not Tokenizer.load(tmp_path / "j").joint
+    joint.save(tmp_path / "s")
+    assert Tokenizer.load(tmp_path / "s").joint
 
 
 def test_vocab_larger_than_corpus_allows_is_a_user_error():

@@ -68,8 +68,9 @@ compare: install ## compare the runs of the latest sweep (ARGS="multirun/... out
 	$(PY) -m mt.compare $(ARGS)
 
 # Outside outputs/: these en<->fr study models never become the default model of mt.translate.
-# (studies/align-null: the recipe before the five weight snapshots; it is not resumed into.)
-ALIGN_RUNS ?= studies/align-avg
+# (studies/align-null, studies/align-avg: the recipes before the five weight snapshots and before
+# the 5-run teacher vote; a run is never resumed with another teacher, mt.train refuses it.)
+ALIGN_RUNS ?= studies/align-vote5
 align: data ## alignment study: en->fr + fr->en with supervised aligning heads, AER per direction and symmetrized, eflomal
 	$(PY) -m mt.align prepare-gold --out data/align
 	$(PY) scripts/prepare_align_corpus.py

@@ -13,6 +13,14 @@ from mt.distributed import Dist, shard
 from .conftest import ROOT
 
 
+def train_on_two_ranks(overrides: list[str], cwd) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 -m mt.train OVERRIDES` (gloo on CPU)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*torchrun, "-m", "mt.train", *overrides], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_shards_are_disjoint_and_cover_the_update():
     group = list(range(8))  # 2 ranks x accumulate 4
     parts = [shard(group, Dist(rank=r, world=2), accumulate=4) for r in range(2)]
@@ -46,23 +54,7 @@ def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path, extra)
         timeout=300,
     )
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mt.train",
-            *common,
-            f"hydra.run.dir={tmp_path / 'ddp'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ddp = train_on_two_ranks([*common, f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=ROOT)
     assert ddp.returncode == 0, ddp.stderr
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 6
@@ -80,15 +72,8 @@ def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path, extra)
 def test_without_a_cache_the_ranks_share_rank_zeros_tokenizer_and_teacher(tmp_path):
     """data.cache_dir="" shares nothing through files, and sentencepiece and eflomal each drawn per
     rank could differ (eflomal samples): rank 0 makes both once and the others take its copies."""
-    ddp = subprocess.run(
+    ddp = train_on_two_ranks(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mt.train",
             "data=toy",
             "model=tiny",
             "train=smoke",
@@ -102,9 +87,6 @@ def test_without_a_cache_the_ranks_share_rank_zeros_tokenizer_and_teacher(tmp_pa
             f"hydra.run.dir={tmp_path / 'ddp'}",
         ],
         cwd=tmp_path,  # a cache that ignored "" would land here
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     out = ddp.stdout + ddp.stderr
     assert ddp.returncode == 0, ddp.stderr

@@ -40,12 +40,24 @@ def max_output_lengths(src: Tensor, cfg: DecodeConfig, limit: int) -> Tensor:
 
 
 class _Stepper:
-    """One decoder step for N rows, either incremental (cached) or by recomputing the prefix."""
+    """One decoder step for N rows, R consecutive rows per source (the beams), either incremental
+    (cached) or by recomputing the prefix."""
 
-    def __init__(self, model: Transformer, memory: Tensor, src_mask: Tensor, use_cache: bool, need_weights: bool):
-        self.model, self.use_cache, self.need_weights = model, use_cache, need_weights
-        self.memory, self.src_mask = memory, src_mask
-        self.state = model.start_decoding(memory, src_mask) if use_cache else None
+    def __init__(
+        self,
+        model: Transformer,
+        memory: Tensor,
+        src_mask: Tensor,
+        rows_per_source: int,
+        use_cache: bool,
+        need_weights: bool,
+    ):
+        """memory [sources,S,D], src_mask [sources,1,1,S]: one per source, not per row."""
+        self.model, self.need_weights = model, need_weights
+        self.state = model.start_decoding(memory, src_mask, rows_per_source) if use_cache else None
+        if self.state is None:  # the reference path keeps a copy per row
+            rows = torch.arange(memory.size(0), device=memory.device).repeat_interleave(rows_per_source)
+            self.memory, self.src_mask = memory[rows], src_mask[rows]
 
     def step(self, last: Tensor, prefix: Tensor) -> tuple[Tensor, Tensor | None]:
         """last [N] = prefix[:, -1]; prefix [N,t] starts with bos -> log-probs [N,V], attn [N,L,H,S]."""
@@ -55,9 +67,11 @@ class _Stepper:
         weights = torch.stack([a[:, :, -1] for a in attention], dim=1) if attention else None
         return never_emit(logits[:, -1].float().log_softmax(dim=-1)), weights
 
-    def reorder(self, rows: Tensor) -> None:
+    def reorder(self, rows: Tensor, sources: Tensor | None) -> None:
+        """Go on with the rows `rows` and, when some sentences have ended, the sources `sources`
+        (see DecoderState.reorder)."""
         if self.state is not None:
-            self.state.reorder(rows)
+            self.state.reorder(rows, sources)
         else:
             self.memory = self.memory.index_select(0, rows)
             self.src_mask = self.src_mask.index_select(0, rows)
@@ -71,6 +85,17 @@ def _force_eos(logp: Tensor, rows: Tensor) -> None:
         logp[rows, EOS_ID] = eos
 
 
+def _append(history: Tensor | None, attention: Tensor | None) -> Tensor | None:
+    """Each row's cross-attention so far [N,t,L,H,S], plus this step's [N,L,H,S]."""
+    if attention is None:
+        return None
+    return attention[:, None] if history is None else torch.cat([history, attention[:, None]], dim=1)
+
+
+# Sentences that have ended leave the batch (fairseq does the same): the rest decode on fewer rows,
+# and the output is the same as decoding every sentence to the end of the longest.
+
+
 @torch.no_grad()
 def greedy_search(
     model: Transformer, src: Tensor, cfg: DecodeConfig, need_attention: bool = False, use_cache: bool = True
@@ -78,35 +103,35 @@ def greedy_search(
     B = src.size(0)
     memory, src_mask = model.encode(src)
     max_lens = max_output_lengths(src, cfg, model.config.max_positions).to(src.device)
-    stepper = _Stepper(model, memory, src_mask, use_cache, need_attention)
+    stepper = _Stepper(model, memory, src_mask, 1, use_cache, need_attention)
+    alive = torch.arange(B, device=src.device)  # the sentences still decoding, one row each
     prefix = torch.full((B, 1), BOS_ID, dtype=torch.long, device=src.device)
     log_prob = torch.zeros(B, device=src.device)
-    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
-    lengths = torch.zeros(B, dtype=torch.long, device=src.device)
-    steps_attention = []
+    history: Tensor | None = None  # [rows, t, L, H, S]
+    results: list[list[Hypothesis]] = [[] for _ in range(B)]
     for t in range(int(max_lens.max())):
         logp, attention = stepper.step(prefix[:, -1], prefix)
-        _force_eos(logp, t + 1 >= max_lens)
-        best = logp.argmax(dim=-1)
-        log_prob += torch.where(finished, 0.0, logp.gather(1, best[:, None])[:, 0])
-        lengths += (~finished).long()
-        best = torch.where(finished, PAD_ID, best)
+        at_limit = t + 1 >= max_lens[alive]
+        _force_eos(logp, at_limit)
+        best_logp, best = logp.max(dim=-1)
+        log_prob += best_logp
         prefix = torch.cat([prefix, best[:, None]], dim=1)
-        if attention is not None:
-            steps_attention.append(attention)
-        finished |= best == EOS_ID
-        if finished.all():
+        history = _append(history, attention)
+        ended = (best == EOS_ID) | at_limit
+        for row in ended.nonzero()[:, 0].tolist():
+            raw = float(log_prob[row])
+            tokens = [i for i in prefix[row, 1:].tolist() if i != EOS_ID]
+            weights = None if history is None else history[row].permute(1, 2, 0, 3).cpu()  # [L,H,t+1,S]
+            hyp = Hypothesis(tokens, raw / length_penalty(t + 1, cfg.length_penalty), raw, weights)
+            results[int(alive[row])] = [hyp]
+        if ended.all():
             break
-    hyps = []
-    for b in range(B):
-        n = int(lengths[b])
-        attention = None
-        if steps_attention:
-            attention = torch.stack([a[b] for a in steps_attention[:n]], dim=2).cpu()  # [L,H,n,S]
-        raw = float(log_prob[b])
-        tokens = [i for i in prefix[b, 1 : n + 1].tolist() if i != EOS_ID]
-        hyps.append([Hypothesis(tokens, raw / length_penalty(n, cfg.length_penalty), raw, attention)])
-    return hyps
+        if ended.any():
+            going_on = (~ended).nonzero()[:, 0]
+            alive, prefix, log_prob = alive[going_on], prefix[going_on], log_prob[going_on]
+            history = None if history is None else history[going_on]
+            stepper.reorder(going_on, going_on)
+    return results
 
 
 @torch.no_grad()
@@ -117,31 +142,37 @@ def beam_search(
     device = src.device
     memory, src_mask = model.encode(src)
     max_lens = max_output_lengths(src, cfg, model.config.max_positions).to(device)
-    # Beams of sentence b occupy rows b*K .. b*K+K-1 throughout.
-    rows_of = torch.arange(B, device=device).repeat_interleave(K)
-    stepper = _Stepper(model, memory[rows_of], src_mask[rows_of], use_cache, need_attention)
+    stepper = _Stepper(model, memory, src_mask, K, use_cache, need_attention)
+    # The sentences still searching; the beams of the i-th occupy rows i*K .. i*K+K-1 throughout.
+    alive = torch.arange(B, device=device)
     prefix = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
     scores = torch.zeros(B, K, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    history: Tensor | None = None  # [B*K, t, L, H, S]
+    history: Tensor | None = None  # [rows, t, L, H, S]
     finalized: list[list[Hypothesis]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool, device=device)
     positions = torch.arange(2 * K, device=device)
     for t in range(int(max_lens.max())):
         logp, attention = stepper.step(prefix[:, -1], prefix)
-        V = logp.size(-1)
-        _force_eos(logp, (t + 1 >= max_lens)[rows_of])
-        candidates = (scores.view(-1, 1) + logp).view(B, K * V)
-        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # [B,2K]
-        beam, token = top_index // V, top_index % V
+        A, V = alive.numel(), logp.size(-1)
+        at_limit = t + 1 >= max_lens[alive]  # [A]
+        _force_eos(logp, at_limit.repeat_interleave(K))
+        # The 2K best of the K*V extensions are among each beam's 2K best tokens: rank those
+        # (a top-k over K*2K, not K*V, candidates per sentence).
+        per_beam = min(2 * K, V)
+        beam_logp, beam_tokens = logp.topk(per_beam, dim=1)  # [A*K, per_beam]
+        candidates = (scores.view(-1, 1) + beam_logp).view(A, K * per_beam)
+        top_scores, top_index = candidates.topk(min(2 * K, K * per_beam), dim=1)  # [A,2K]
+        beam = top_index // per_beam
+        token = beam_tokens.view(A, K * per_beam).gather(1, top_index)
         is_eos = token == EOS_ID
         # An eos among the K best candidates ends a hypothesis (fairseq's rule).
-        ending = is_eos[:, :K] & ~done[:, None] & torch.isfinite(top_scores[:, :K])
-        for b, j in ending.nonzero().tolist():
+        ending = is_eos[:, :K] & torch.isfinite(top_scores[:, :K])
+        for i, j in ending.nonzero().tolist():
+            b = int(alive[i])
             if len(finalized[b]) >= K:
                 continue
-            row = b * K + int(beam[b, j])
-            raw = float(top_scores[b, j])
+            row = i * K + int(beam[i, j])
+            raw = float(top_scores[i, j])
             weights = None
             if attention is not None:
                 steps = [attention[row : row + 1]] if history is None else [history[row], attention[row : row + 1]]
@@ -149,20 +180,25 @@ def beam_search(
             finalized[b].append(
                 Hypothesis(prefix[row, 1:].tolist(), raw / length_penalty(t + 1, cfg.length_penalty), raw, weights)
             )
-        counts = torch.tensor([len(f) for f in finalized], device=device)
-        done |= (counts >= K) | (t + 1 >= max_lens)
+        counts = torch.tensor([len(finalized[b]) for b in alive.tolist()], device=device)
+        done = (counts >= K) | at_limit
         if done.all():
             break
-        # Continue with the K best candidates that did not end.
+        # Continue with the K best candidates that did not end, of the sentences not done.
         order = (is_eos.long() * positions.numel() + positions).topk(K, dim=1, largest=False).indices
         scores = top_scores.gather(1, order)
-        chosen_rows = (torch.arange(B, device=device)[:, None] * K + beam.gather(1, order)).view(-1)
-        next_tokens = token.gather(1, order).view(-1)
-        stepper.reorder(chosen_rows)
+        chosen_rows = torch.arange(A, device=device)[:, None] * K + beam.gather(1, order)  # [A,K]
+        next_tokens = token.gather(1, order)
+        going_on = None
+        if done.any():
+            going_on = (~done).nonzero()[:, 0]
+            alive, scores = alive[going_on], scores[going_on]
+            chosen_rows, next_tokens = chosen_rows[going_on], next_tokens[going_on]
+        chosen_rows, next_tokens = chosen_rows.view(-1), next_tokens.view(-1)
+        stepper.reorder(chosen_rows, going_on)
         prefix = torch.cat([prefix[chosen_rows], next_tokens[:, None]], dim=1)
         if attention is not None:
-            step = attention[chosen_rows][:, None]
-            history = step if history is None else torch.cat([history[chosen_rows], step], dim=1)
+            history = _append(None if history is None else history[chosen_rows], attention[chosen_rows])
     results = []
     for b in range(B):
         hyps = sorted(finalized[b], key=lambda h: h.score, reverse=True)

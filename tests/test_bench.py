@@ -126,3 +126,26 @@ def test_bench_train_runs_both_models_on_the_toy_corpus(tmp_path):
     assert profile["steps"] == 2 and profile["ops"]
     assert any(row["op"] in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear") for row in profile["ops"])
     assert 0 < sum(row["share_of_wall"] for row in profile["ops"]) <= 1.05
+
+
+def test_bench_decode_times_this_tree_against_a_git_revision(trained_run, tmp_path):
+    """--against REV: both sides decode the same sentences in processes of their own, alternating."""
+
+    def worktrees() -> str:
+        return subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+
+    before = worktrees()
+    out = tmp_path / "decode.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_decode.py"), "--against", "HEAD", "--rounds", "2"]
+    cmd += ["--checkpoint", str(trained_run), "--src", str(TOY / "test.en"), "--threads", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    sentences = len((TOY / "test.en").read_text().splitlines())
+    for search in ("greedy", "beam5"):
+        timing = result[search]
+        assert len(timing["this_sentences_per_sec"]) == len(timing["HEAD_sentences_per_sec"]) == 2
+        assert timing["speedup_median"] > 0 and timing["sentences"] == sentences
+        assert 0 <= timing["same_best_translation"] <= sentences
+        assert f"{search}: " in proc.stdout
+    assert worktrees() == before  # the temporary checkout is removed

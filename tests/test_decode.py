@@ -91,3 +91,23 @@ def test_hypothesis_attention_shape():
         att = h[0].attention
         assert att.shape == (2, 4, len(h[0].tokens) + 1, len(s) + 1)  # [L, H, steps, source + eos]
         torch.testing.assert_close(att.sum(-1), torch.ones(att.shape[:3]), atol=1e-5, rtol=1e-5)
+
+
+def test_sentences_that_end_leave_the_batch_without_changing_any_result():
+    """Decoded together, sentences end at different steps and leave the batch; each result must
+    equal decoding that sentence alone (tokens, scores, every n-best entry, attention)."""
+    model = sharp_model()
+    srcs = sources(8)
+    for beam in (1, 4):
+        cfg = DecodeConfig(beam_size=beam, n_best=beam, max_len_a=1.0, max_len_b=4)
+        search = greedy_search if beam == 1 else beam_search
+        together = search(model, source_tensor(srcs), cfg, need_attention=True)
+        assert len({len(hyps[0].tokens) for hyps in together}) > 2  # they do end at different steps
+        for s, hyps in zip(srcs, together):
+            (alone,) = search(model, source_tensor([s]), cfg, need_attention=True)
+            assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+            for h, a in zip(hyps, alone):
+                assert abs(h.score - a.score) < 1e-5
+                n = len(s) + 1  # the batch's padding columns aside
+                torch.testing.assert_close(h.attention[..., :n], a.attention, atol=1e-5, rtol=1e-4)
+                assert not h.attention[..., n:].any()  # no attention on padding

@@ -12,6 +12,7 @@ decoding of the whole test set with REV's `mt` package and with this tree's, in 
 processes that alternate (this, REV, REV, this, ...) so that a slow spell of a shared machine
 hits both; it prints each round, the median ratio, and whether the two gave the same
 translations (token ids of every best hypothesis). Same checkpoint, threads and sentences.
+REV's `mt` must have what this script imports (`mt.device.cpu_info`: commit 26e4c5a and later).
 """
 
 from __future__ import annotations
@@ -98,14 +99,20 @@ def against(rev: str, checkpoint: Path, src: Path, threads: int, rounds: int) ->
     sides = {"this": ROOT}
     with tempfile.TemporaryDirectory(prefix="bench_decode_") as tmp:
         sides[rev] = worktree(rev, Path(tmp))
+        threads_env = {"OMP_NUM_THREADS": str(threads)}
+        env_of = {name: {**os.environ, **threads_env, "PYTHONPATH": str(tree)} for name, tree in sides.items()}
         try:
+            imports = subprocess.run(
+                [sys.executable, __file__, "--help"], env=env_of[rev], capture_output=True, text=True
+            )
+            if imports.returncode != 0:  # before any timing: REV's mt lacks what this script imports
+                sys.exit(f"bench_decode: {rev} cannot run this script: {imports.stderr.strip().splitlines()[-1]}")
             runs: dict[str, list[dict]] = {name: [] for name in sides}
             for r in range(rounds):
                 for name in ("this", rev) if r % 2 == 0 else (rev, "this"):
                     out = Path(tmp) / f"{r}-{len(runs[name])}-{name.replace('/', '_')}.json"
-                    env = {**os.environ, "PYTHONPATH": str(sides[name]), "OMP_NUM_THREADS": str(threads)}
                     cmd = [sys.executable, __file__, "--time-searches", str(out), "--checkpoint", str(checkpoint)]
-                    subprocess.run([*cmd, "--src", str(src), "--threads", str(threads)], env=env, check=True)
+                    subprocess.run([*cmd, "--src", str(src), "--threads", str(threads)], env=env_of[name], check=True)
                     runs[name].append(json.loads(out.read_text()))
                     speeds = "  ".join(f"{s} {runs[name][-1][s]['sentences_per_sec']:.1f}" for s, _ in SEARCHES)
                     print(f"round {r + 1} {name:>12}: sentences/s {speeds}", flush=True)

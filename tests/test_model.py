@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mt.checkpoint import build_model, pack, read
@@ -82,6 +83,30 @@ def test_incremental_steps_equal_full_decoder():
         # pad and bos are never emitted; every real token keeps the full model's log-probability
         assert torch.isinf(logp[:, [PAD_ID, BOS_ID]]).all()
         torch.testing.assert_close(logp[:, 4:], full[:, t].log_softmax(-1)[:, 4:], atol=1e-5, rtol=1e-5)
+
+
+def test_beams_share_their_sources_keys_and_stay_with_their_source():
+    """Two sources with two beams each: a step equals the full decoder, a beam reorder within a
+    source is fine, one across sources is refused, and dropping a source cuts its keys/values."""
+    model = tiny_model()
+    src, tgt = batch(B=2)
+    full, _ = model(src, tgt)
+    memory, mask = model.encode(src)
+    state = model.start_decoding(memory, mask, rows_per_source=2)
+    logp, _ = model.decode_step(tgt[:, 0].repeat_interleave(2), state)
+    torch.testing.assert_close(
+        logp[:, 4:], full[:, 0].log_softmax(-1).repeat_interleave(2, 0)[:, 4:], atol=1e-5, rtol=1e-5
+    )
+    assert state.layers[0].cross_k.size(0) == 2  # one copy per source, not per beam
+    state.reorder(torch.tensor([1, 1, 3, 2]))
+    with pytest.raises(ValueError, match="stay with their source"):
+        state.reorder(torch.tensor([0, 2, 1, 3]))
+    state.reorder(torch.tensor([2, 3]), sources=torch.tensor([1]))  # the first sentence ended
+    assert state.src_mask.size(0) == state.layers[0].cross_k.size(0) == 1
+    logp, _ = model.decode_step(tgt[1:, 1].repeat_interleave(2), state)
+    torch.testing.assert_close(
+        logp[:, 4:], full[1:, 1].log_softmax(-1).repeat_interleave(2, 0)[:, 4:], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_tiny_model_overfits_tiny_corpus():

@@ -122,13 +122,13 @@ def against(rev: str, checkpoint: Path, src: Path, threads: int, rounds: int) ->
     for search, _ in SEARCHES:
         ours = [run[search]["sentences_per_sec"] for run in runs["this"]]
         theirs = [run[search]["sentences_per_sec"] for run in runs[rev]]
-        same = [a == b for a, b in zip(runs["this"][0][search]["best_tokens"], runs[rev][0][search]["best_tokens"])]
+        equal = [a == b for a, b in zip(runs["this"][0][search]["best_tokens"], runs[rev][0][search]["best_tokens"])]
         result[search] = {
             "this_sentences_per_sec": ours,
             f"{rev}_sentences_per_sec": theirs,
             "speedup_median": statistics.median(a / b for a, b in zip(ours, theirs)),
-            "same_best_translation": sum(same),
-            "sentences": len(same),
+            "same_best_translation": sum(equal),
+            "sentences": len(equal),
         }
         r = result[search]
         same = f"same best translation for {r['same_best_translation']} of {r['sentences']}"

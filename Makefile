@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Every dependency pinned, as tested by CI (`make lock` re-resolves it); CONSTRAINTS= installs the newest releases.
+CONSTRAINTS ?= constraints.txt
 DATA_DIR ?= ../shared/data/multi30k
 TEXT ?= I like eating ice cream
 SWEEP ?= smoke
@@ -14,26 +16,37 @@ RUN ?=
 NPROC ?= 2
 EXPORT_DIR ?= exports/model
 
-.PHONY: help install data train train-ddp train-full translate serve evaluate export sweep compare align bench test test-fast lint format clean
+.PHONY: help install lock data train train-ddp train-full translate serve evaluate export sweep compare align bench test test-fast lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@# CPU machines get the small CPU build of torch: a local wheel if pip finds one offline,
 	@# else torch alone (--no-deps) from PyTorch's CPU index; its dependencies, like everything
 	@# else, then come from pip's default index. CUDA machines get the regular build.
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	  $(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) "torch==$(TORCH_VERSION)"; \
 	elif ! $(PIP) install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
 	  $(PIP) install -q --no-deps "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
 	fi
-	$(PIP) install -q "torch==$(TORCH_VERSION)" -e ".[dev]"
+	$(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) "torch==$(TORCH_VERSION)" -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install mt (CPU torch unless CUDA is present)
+install: $(VENV)/.installed ## create .venv and install mt with the tested versions of constraints.txt (CPU torch unless CUDA is present)
+
+# One resolution for every Python the project supports (>= 3.10) and platform (markers), with torch
+# held at TORCH_VERSION; uv resolves it (pip cannot resolve for other Pythons). Run make test after.
+# Pins already in constraints.txt are kept where they still fit; UPGRADE=1 takes the newest releases.
+lock: install ## re-resolve constraints.txt after a change to pyproject.toml (UPGRADE=1: newest releases; torch stays TORCH_VERSION)
+	$(PIP) install -q uv
+	echo "torch==$(TORCH_VERSION)" > $(VENV)/torch-pin.txt
+	cp constraints.txt constraints.txt.tmp
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 $(if $(UPGRADE),--upgrade) \
+	  -c $(VENV)/torch-pin.txt --custom-compile-command "make lock" -o constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 data: install ## prepare Multi30k in data/multi30k (copy from ../shared, or download)
 	$(PY) scripts/prepare_data.py --from $(DATA_DIR) --to data/multi30k

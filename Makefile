@@ -40,12 +40,15 @@ install: $(VENV)/.installed ## create .venv and install mt with the tested versi
 # One resolution for every Python the project supports (>= 3.10) and platform (markers), with torch
 # held at TORCH_VERSION; uv resolves it (pip cannot resolve for other Pythons). Run make test after.
 # Pins already in constraints.txt are kept where they still fit; UPGRADE=1 takes the newest releases.
-lock: install ## re-resolve constraints.txt after a change to pyproject.toml (UPGRADE=1: newest releases; torch stays TORCH_VERSION)
+# Not after `install`: a pyproject.toml change that the old pins no longer fit would stop it first.
+lock: ## re-resolve constraints.txt after a change to pyproject.toml (UPGRADE=1: newest releases; torch stays TORCH_VERSION)
+	test -x $(PIP) || python3 -m venv $(VENV)
 	$(PIP) install -q uv
 	echo "torch==$(TORCH_VERSION)" > $(VENV)/torch-pin.txt
 	cp constraints.txt constraints.txt.tmp
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 $(if $(UPGRADE),--upgrade) \
-	  -c $(VENV)/torch-pin.txt --custom-compile-command "make lock" -o constraints.txt.tmp
+	  -c $(VENV)/torch-pin.txt --custom-compile-command "make lock" -o constraints.txt.tmp \
+	  || { rm -f constraints.txt.tmp; exit 1; }
 	mv constraints.txt.tmp constraints.txt
 
 data: install ## prepare Multi30k in data/multi30k (copy from ../shared, or download)

@@ -3,8 +3,13 @@
 The mean of the last few checkpoints' weights usually sits nearer the minimum the
 optimizer circles around than any single one (Vaswani et al. 2017 averaged the last 5 or 20).
 
-    python -m mt.average --run outputs/multi30k-en-de/<run> --last 5     # -> checkpoints/averaged.pt
+    python -m mt.average --run outputs/multi30k-en-de/<run> --last 5 --out last5.pt
     python -m mt.average a.pt b.pt c.pt --out averaged.pt
+
+An existing output is replaced only with --force, and only if it is a checkpoint; an output that
+is one of the inputs is refused. Without --out, --run writes RUN/checkpoints/averaged.pt, which
+after train.average_last=N is the trainer's own average (the one metrics.json tested): replacing
+it takes --force.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch
 from mt import checkpoint as ckpt_io
 from mt.cli import command_parser
 from mt.errors import UserError, exit_on_user_error
-from mt.fileio import atomic_torch_save
+from mt.fileio import atomic_torch_save, refuse_output_over_input
+from mt.rundir import model_file
 
 log = logging.getLogger("mt.train")
 SNAPSHOT_GLOB = "step-*.pt"  # what the trainer keeps when train.average_last > 0
@@ -105,7 +111,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, help="a run directory: average its last snapshots (train.average_last)")
     p.add_argument("--last", type=int, default=0, help="with --run: how many of the latest snapshots (0 = all)")
     p.add_argument("--out", type=Path, help="output file (default with --run: RUN/checkpoints/averaged.pt)")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds an earlier checkpoint")
     return p
+
+
+def refuse_duplicates(paths: list[Path]) -> None:
+    """One line instead of a file named twice: it would count twice in the mean, and the
+    "averaged N checkpoints" would be wrong. A run folder is its best.pt here, as read() has it."""
+    seen: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        if not path.exists():
+            continue  # read() says it is missing
+        stat = model_file(path).stat()
+        first = seen.setdefault((stat.st_dev, stat.st_ino), path)
+        if first is not path:
+            again = "is named twice" if path == first else f"is the same checkpoint as {first}"
+            raise UserError(f"{path} {again}: name each checkpoint once")
+
+
+def check_out(out: Path, given: bool, inputs: list[Path], force: bool) -> None:
+    """Refuse, before any checkpoint is read, to write over an input or anything that exists without
+    --force, and with --force over anything but a checkpoint (a text file named by mistake stays)."""
+    name = f"--out {out}" if given else str(out)
+    refuse_output_over_input(out, [model_file(p) for p in inputs if p.exists()], "--out")
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise UserError(f"{name} is a folder, not a file")
+    if not force:
+        raise UserError(f"{name} already exists: add --force to replace it")
+    if not ckpt_io.is_torch_archive(out):
+        raise UserError(f"{name} is not a checkpoint (not a PyTorch archive): --force replaces checkpoints only")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or (args.run / "checkpoints" / "averaged.pt" if args.run else None)
         if out is None:
             raise UserError("--out is required when averaging named files")
+        refuse_duplicates(paths)
+        check_out(out, args.out is not None, paths, args.force)
         if len(paths) < 2:
             print(f"mt.average: warning: only {len(paths)} checkpoint; the output equals it", file=sys.stderr)
         averaged = average_checkpoints(paths)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FORMAT = "mt-checkpoint"
 VERSION = 1
+WEIGHTS_ONLY_REASON = "WeightsUnpickler error:"  # what precedes the cause in torch.load's refusal
 
 
 @dataclass
@@ -225,6 +227,25 @@ def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> Tr
     return state
 
 
+def is_torch_archive(path: Path) -> bool:
+    """Whether the file starts as torch.save's output does: a zip archive (before torch 1.6: a pickle)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    return magic[:2] == b"PK" or magic[:1] == b"\x80"
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The gist of a loading error: PyTorch's own go on for lines of advice (miniz, weights_only)
+    that say nothing about this file, so only the first sentence of what is wrong is kept."""
+    text = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)).strip()
+    if WEIGHTS_ONLY_REASON in text:  # the refused object is named after paragraphs of advice
+        text = text.split(WEIGHTS_ONLY_REASON, 1)[1].strip()
+    if not text:
+        return type(err).__name__
+    sentence = re.split(r"(?<=\.)\s", text.splitlines()[0], maxsplit=1)[0].rstrip(".")
+    return sentence if len(sentence) <= 200 else sentence[:197] + "..."
+
+
 def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFile:
     """Load a checkpoint of ours safely (weights_only; a run folder's best.pt, or an exported
     model folder), with one clear error otherwise."""
@@ -236,9 +257,7 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFil
         from mt.model_folder import read_model_folder
 
         return read_model_folder(path)
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic[:2] != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive (old: a pickle)
+    if not is_torch_archive(path):
         raise UserError(f"{path} is not a checkpoint file (not a PyTorch archive)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -252,8 +271,7 @@ def read(path: Path | str, map_location: str | torch.device = "cpu") -> ModelFil
         AttributeError,
         TypeError,
     ) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}") from None
+        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged): {_first_sentence(err)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an mt checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:

@@ -80,8 +80,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A mistake in the options is one line, like every other user error (argparse would print
+    the whole usage block of a long command first); --help still shows it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return CommandParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
 def inference_threads() -> int:

@@ -8,6 +8,7 @@ receives these dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ class _Checks:
 
     def __init__(self, group: str, cfg: object):
         self.group, self.cfg, self.found = group, cfg, []
+        for f in fields(cfg):  # inf passes every range check (inf > 0): no setting of ours is infinite
+            value = getattr(cfg, f.name)
+            if isinstance(value, float) and math.isinf(value):
+                self.found.append(f"{group}.{f.name} must be a finite number, got {value!r}")
 
     def require(self, ok: bool, key: str, rule: str) -> None:
         if not ok:
@@ -456,7 +461,7 @@ class MTConfig:
 
 def validate(cfg: MTConfig | DataConfig | ModelConfig | TrainConfig | DecodeConfig | ServeConfig):
     """The config itself if every value is in range; else one UserError listing what is wrong."""
-    found = cfg.problems()
+    found = list(dict.fromkeys(cfg.problems()))  # a group checked twice (data and its corpus view) says it once
     if found:
         raise UserError("; ".join(found))
     return cfg
@@ -472,7 +477,23 @@ def to_dataclass(cfg: DictConfig) -> MTConfig:
     """Turn a composed DictConfig into plain dataclasses whose values are checked (`validate`)."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, MTConfig)
+    # Hydra's `+key=value` adds a key even to the schema's nodes, and to_object drops what no
+    # dataclass field holds: a misspelt `+train.lrr=0.1` would train with the default lr unsaid.
+    unknown = _keys_not_in(OmegaConf.to_container(cfg), asdict(obj))
+    if unknown:
+        raise UserError(f"unknown config key {', '.join(unknown)}: no such setting (see python -m mt.train --cfg job)")
     return validate(obj)
+
+
+def _keys_not_in(given: Any, known: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of the mapping `given` that `known` lacks, at any depth."""
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return []
+    found = []
+    for key, value in given.items():
+        name = f"{prefix}{key}"
+        found += [name] if key not in known else _keys_not_in(value, known[key], f"{name}.")
+    return found
 
 
 def data_config_from_record(record: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> DataConfig:

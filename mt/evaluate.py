@@ -228,14 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.evaluate"):
         cfg = decode_config(args)
+        given = _given_texts(args)  # before the model loads: a mistake in the files is found at once
         engine = open_engine(args, cfg)
-        if args.src or args.ref:
-            if not (args.src and args.ref):
-                raise UserError("--src and --ref go together")
-            src, ref = _read_text(args.src), _read_text(args.ref)
-            if len(src) != len(ref):
-                raise UserError(f"line counts differ: {args.src} has {len(src)}, {args.ref} has {len(ref)}")
-            sets = [(Path(args.src).name, src, ref)]
+        if given is not None:
+            sets = [given]
         else:
             data_name = args.data or engine.data_name or "multi30k"
             recorded = None if args.data else recorded_data_config(engine)  # the run's own splits
@@ -253,6 +249,20 @@ def main(argv: list[str] | None = None) -> None:
                     f"{label}{multi['sources']} distinct sources, each against all its references: "
                     f"BLEU = {multi['bleu']:.2f}  chrF = {multi['chrf']:.2f}  {multi['bleu_signature']}"
                 )
+
+
+def _given_texts(args: argparse.Namespace) -> tuple[str, list[str], list[str]] | None:
+    """--src/--ref as (name, sources, references), checked; None without them."""
+    if not (args.src or args.ref):
+        return None
+    if not (args.src and args.ref):
+        raise UserError("--src and --ref go together")
+    src, ref = _read_text(args.src), _read_text(args.ref)
+    if len(src) != len(ref):
+        raise UserError(f"line counts differ: {args.src} has {len(src)}, {args.ref} has {len(ref)}")
+    if not src:
+        raise UserError(f"{args.src} and {args.ref} are empty: no sentences to score")
+    return Path(args.src).name, src, ref
 
 
 def _score_set(

@@ -17,10 +17,14 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mt.cli import HelpFormatter, command_parser
 from mt.errors import UserError, exit_on_user_error
 from mt.model_folder import CONFIG, FOLDER_FORMAT
+
+if TYPE_CHECKING:
+    from mt.checkpoint import Loaded
 
 CT2_DEFAULT_QUANTIZATION = "float32"  # the one that decodes exactly as our engine (docs/benchmarks.md)
 
@@ -68,20 +72,25 @@ def check_out(out: Path, force: bool) -> None:
         raise UserError(f"--out {out} is not an earlier export (no mt config.json): --force replaces exports only")
 
 
-def export(checkpoint: Path, out: Path, quantization: str | None, force: bool) -> None:
-    """Write the folder (and with `quantization`, its ct2/) beside `out`, then put it in place."""
-    from mt.checkpoint import load
-    from mt.fileio import atomic_write_text, new_directory_beside, replace_directory
+def folder_beside(out: Path) -> Path:
+    """The empty folder the export is built in, next to `out`: made before any work, so that an
+    --out that cannot be written (no parent, read-only, /proc) is one line at once."""
+    from mt.fileio import new_directory_beside
+
+    try:
+        return new_directory_beside(out)
+    except (FileExistsError, NotADirectoryError):  # mkdir's word for a file where a parent folder should be
+        raise UserError(f"cannot write {out}: a folder on its path is a file") from None
+    except OSError as err:
+        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+def write_export(built: Path, loaded: Loaded, checkpoint: Path, out: Path, quantization: str | None) -> None:
+    """Write the export's files into `built`, then put it at `out`; a write that fails is one line."""
+    from mt.fileio import atomic_write_text, replace_directory
     from mt.model_card import model_card
     from mt.model_folder import write_model_folder
 
-    check_out(out, force)
-    if quantization:
-        from mt.ct2 import import_ctranslate2
-
-        import_ctranslate2()  # refuse before any work if it is missing
-    loaded = load(checkpoint)
-    built = new_directory_beside(out)
     try:
         write_model_folder(loaded.ckpt, built)
         if quantization:
@@ -96,6 +105,20 @@ def export(checkpoint: Path, out: Path, quantization: str | None, force: bool) -
         replace_directory(built, out)
     except OSError as err:
         raise UserError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+def export(checkpoint: Path, out: Path, quantization: str | None, force: bool) -> None:
+    """Write the folder (and with `quantization`, its ct2/) beside `out`, then put it in place."""
+    from mt.checkpoint import load
+
+    check_out(out, force)
+    if quantization:
+        from mt.ct2 import import_ctranslate2
+
+        import_ctranslate2()  # refuse before any work if it is missing
+    built = folder_beside(out)
+    try:
+        write_export(built, load(checkpoint), checkpoint, out, quantization)
     finally:
         shutil.rmtree(built, ignore_errors=True)  # gone already when it was put in place
 

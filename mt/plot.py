@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
+
+from mt.errors import UserError  # noqa: E402
 
 if TYPE_CHECKING:
     from mt.align.extract import AlignConfig
@@ -68,9 +73,31 @@ def attention_grid(
     return fig
 
 
-def save(fig: Figure, path: str) -> None:
-    fig.savefig(path, dpi=120)
+def save(fig: Figure, path: str | Path) -> None:
+    """Write `fig` to `path` atomically, in the format its extension names (png without one)."""
+    from mt.fileio import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), figure_bytes(fig, image_format(path)))
+
+
+def image_format(path: str | Path) -> str:
+    """The image format that `path`'s extension names (png without one), checked before any work:
+    matplotlib would refuse an unknown one only when saving, and append .png to a bare name."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise UserError(f"cannot write {path}: .{suffix} is not an image format ({', '.join(sorted(formats))})")
+    return suffix
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """`fig` as an image file's bytes (closing it), to be written atomically by the caller."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def validation_figures(

@@ -15,10 +15,12 @@ Without --checkpoint: best.pt of the newest finished run under outputs/ (said on
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,12 +40,14 @@ from mt.cli import (
 )
 from mt.config import DecodeConfig
 from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_output, refuse_output_over_input
 from mt.rundir import checkpoint_to_use
 
 
 def clean(line: str) -> str:
-    """Control characters (NUL, escape codes...) become spaces; whitespace is collapsed."""
-    return " ".join("".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in line).split())
+    """Control characters (NUL, escape codes...) and byte-order marks (a file saved "with BOM")
+    become spaces; whitespace is collapsed."""
+    return " ".join("".join(" " if unicodedata.category(ch) == "Cc" or ch == "\ufeff" else ch for ch in line).split())
 
 
 def read_stream(stream, name: str) -> Iterator[str]:
@@ -165,7 +169,7 @@ def write_results(
     sources, results = translator.translate(lines)
     for k, (source, hyps) in enumerate(zip(sources, results)):
         if args.format == "json":
-            write_json(translator, source, hyps, args, out)
+            write_json(translator, source, hyps, args, out, offset + k + 1)
             continue
         if not hyps:
             out.write("\n")
@@ -176,11 +180,17 @@ def write_results(
         else:
             out.write(translator.detok(hyps[0].tokens) + "\n")
         if args.show_attention or args.plot:
-            show_attention(translator, source, hyps[0], args, out)
+            show_attention(translator, source, hyps[0], args, out, offset + k + 1)
+    if args.plot:
+        for k, hyps in enumerate(results):
+            if not hyps:
+                print(f"mt.translate: line {offset + k + 1} is empty: no plot", file=sys.stderr)
     out.flush()
 
 
-def write_json(translator: Translator, source: Source, hyps: list, args: argparse.Namespace, out: TextIO) -> None:
+def write_json(
+    translator: Translator, source: Source, hyps: list, args: argparse.Namespace, out: TextIO, number: int
+) -> None:
     """--format json: one object per input line, built as mt.serve builds its answers (with the
     word attention matrices under --show-attention)."""
     import json
@@ -191,13 +201,16 @@ def write_json(translator: Translator, source: Source, hyps: list, args: argpars
     result = translation_result(tok, source, hyps, translator.align, attention=args.show_attention)
     out.write(json.dumps(result, ensure_ascii=False) + "\n")
     if args.plot and hyps:
-        show_attention(translator, source, hyps[0], args, out)
+        show_attention(translator, source, hyps[0], args, out, number)
 
 
-def show_attention(translator: Translator, source: Source, hyp, args: argparse.Namespace, out: TextIO) -> None:
+def show_attention(
+    translator: Translator, source: Source, hyp, args: argparse.Namespace, out: TextIO, number: int
+) -> None:
     """--show-attention: the word matrix and links of mt.align's one path (`align_hypothesis`,
     the checkpoint's AlignConfig), exactly what `python -m mt.align --translations` gives for this
-    line; --plot: the same words' attention for every layer and head, in one figure."""
+    line; --plot: the same words' attention for every layer and head, in one figure (input line
+    `number` is the file name's {n})."""
     from mt.align.extract import align_hypothesis, attention_grid_text
 
     aligned = align_hypothesis(translator.loaded.tokenizer, source.units, source.unit_ids, hyp, translator.align)
@@ -209,11 +222,9 @@ def show_attention(translator: Translator, source: Source, hyp, args: argparse.N
     if args.plot:
         from mt.plot import save
 
-        try:
-            save(plot_words(translator, source, hyp, aligned), args.plot)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot write the plot {args.plot}: {err}") from None
-        print(f"mt.translate: attention heatmap written to {args.plot}", file=sys.stderr)
+        path = args.plot.replace("{n}", str(number))
+        save(plot_words(translator, source, hyp, aligned), path)
+        print(f"mt.translate: attention heatmap written to {path}", file=sys.stderr)
 
 
 def plot_words(translator: Translator, source: Source, hyp, aligned):
@@ -253,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(p, n_best=True)
     p.add_argument("--batch-lines", type=int, default=256, help="lines read from the input per batch")
     p.add_argument("--show-attention", action="store_true", help="print the word-level cross-attention and alignment")
-    p.add_argument("--plot", metavar="FILE.png", help="save the word-level cross-attention heatmaps (layers x heads)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="save the word-level cross-attention heatmaps (layers x heads); for several sentences put {n}, "
+        "the sentence's number, in the name (attn-{n}.png)",
+    )
     add_heads_args(p)  # which heads --show-attention, --plot and the JSON links read
     p.add_argument(
         "--format",
@@ -265,9 +281,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_files(args: argparse.Namespace) -> None:
+    """Mistakes in where text comes from and goes to, before a model is loaded."""
+    if args.text and (args.input or args.interactive):
+        raise UserError(f"sentences given as arguments and {'--input' if args.input else '--interactive'}: choose one")
+    if args.input and args.interactive:
+        raise UserError("--input and --interactive: choose one")
+    refuse_output_over_input(args.output, [args.input], "--output")
+    if args.plot:
+        check_plot_name(args.plot, several=len(args.text) != 1)
+
+
+def check_plot_name(pattern: str, several: bool) -> None:
+    """--plot, before any work: an image format matplotlib writes (png for a bare name), not a
+    directory, and {n} where several sentences could be plotted (one file each)."""
+    from mt.plot import image_format
+
+    image_format(pattern)
+    if Path(pattern).is_dir():
+        raise UserError(f"cannot write {pattern}: it is a directory")
+    if several and "{n}" not in pattern:
+        raise UserError(
+            f"--plot {pattern} holds one sentence's plot: give one sentence as an argument, or put {{n}} (the "
+            "sentence's number) in the name, e.g. attn-{n}.png"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.translate"):
+        check_files(args)
         decode = decode_config(args)
         attention = args.show_attention or bool(args.plot) or args.format == "json"
         model = engine_model(args)
@@ -278,20 +321,16 @@ def main(argv: list[str] | None = None) -> None:
             device = setup_device(args)
             path = checkpoint_to_use(args.checkpoint, "mt.translate")
             translator = Translator(path, device, decode, attention, align_options=align_options(args))
-        try:
-            out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-        except OSError as err:
-            raise UserError(f"cannot write {args.output}: {err.strerror}") from None
-        try:
+        # --output appears only when everything is translated (a failed run leaves the old file as it
+        # was), except in a session at the terminal, whose every answer should be kept at once
+        typed = args.interactive or (not args.text and not args.input and sys.stdin.isatty())
+        with atomic_output(args.output, in_place=typed) if args.output else nullcontext(sys.stdout) as out:
             if args.text:
                 write_results(translator, list(args.text), out, args)
             elif args.interactive:
                 interactive(translator, out, args)
             else:
                 translate_stream(translator, out, args)
-        finally:
-            if out is not sys.stdout:
-                out.close()
 
 
 def refuse_attention_options(args: argparse.Namespace) -> None:
@@ -340,7 +379,7 @@ def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -
         f"mt ({translator.src_lang}->{translator.tgt_lang}); empty line or Ctrl-D to quit",
         file=sys.stderr,
     )
-    while True:
+    for number in itertools.count():
         try:
             line = input("> ")
         except EOFError:
@@ -348,7 +387,7 @@ def interactive(translator: Translator, out: TextIO, args: argparse.Namespace) -
         if not line.strip():
             break
         start = time.perf_counter()
-        write_results(translator, [line], out, args)
+        write_results(translator, [line], out, args, offset=number)
         print(f"  ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
 
 

@@ -34,7 +34,7 @@ from mt.align.extract import (
     token_matrix,
     unit_texts,
 )
-from mt.align.gold import GoldLine, aer, flip_gold, parse_links, read_gold_pairs
+from mt.align.gold import GoldLine, aer, check_gold_ranges, flip_gold, parse_links, read_gold_pairs
 from mt.align.symmetrize import grow_diag_final, invert, mutual_of_mean, symmetrize
 from mt.config import DataConfig, DecodeConfig
 from mt.decode import Hypothesis, translate_ids
@@ -395,6 +395,134 @@ def test_cli_user_errors_are_one_line(toy_checkpoint, tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+
+
+def refused(argv: list[str], capsys) -> tuple[str, str]:
+    """Run the CLI expecting a user error: exit status 2 and one line on stderr; (stdout, that line)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return out, err.strip()
+
+
+def toy_pairs(tmp_path: Path, gold: str = "1-1 2-2 3-3 4p4\n1-1 2-2\n") -> tuple[Path, Path, Path]:
+    src, tgt, gold_file = tmp_path / "s.txt", tmp_path / "t.txt", tmp_path / "gold"
+    src.write_text("the cat sits .\na woman\n")
+    tgt.write_text("die katze sitzt .\neine frau\n")
+    gold_file.write_text(gold)  # one-based
+    return src, tgt, gold_file
+
+
+def test_cli_unwritable_outputs_are_refused_before_the_work(toy_checkpoint, tmp_path, capsys):
+    src, tgt, gold = toy_pairs(tmp_path)
+    (tmp_path / "hyp").write_text("0-0\n1-1\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x\n")
+    nowhere = str(blocker / "x")  # under a file: its directory cannot be made
+    pairs = ["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt)]
+    score = ["score", "--gold", str(gold), "--gold-one-based", "--hyp", str(tmp_path / "hyp")]
+    sweep = ["sweep", *pairs, "--gold", str(gold), "--gold-one-based"]
+    own = ["--checkpoint", str(toy_checkpoint), "--src", str(src)]
+    for argv in [
+        [*score, "--json", nowhere],
+        [*sweep, "--json", nowhere],
+        [*pairs, "--output", nowhere],
+        [*own, "--translations", nowhere],
+        [*own, "--translations", str(tmp_path / "h"), "--output", nowhere],
+        ["plot", *pairs, "--lines", "1", "2", "--out", str(blocker / "{n}.png")],
+    ]:
+        out, err = refused(argv, capsys)
+        assert err.startswith("mt.align: error: cannot write " + str(blocker)), err
+        assert out == ""  # no table, no "links from ..." line: refused before the model ran
+    _, err = refused([*score, "--json", str(tmp_path)], capsys)
+    assert err.endswith(f"cannot write {tmp_path}: it is a directory")
+    _, err = refused(["plot", *pairs, "--lines", "1", "--out", str(tmp_path / "p.xyz")], capsys)
+    assert ".xyz is not an image format" in err
+    assert not (tmp_path / "h").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a-file",
+        "gold",
+        "hyp",
+        "s.txt",
+        "t.txt",
+    ]  # nothing half-written, no temp file left
+
+    gold_dir = tmp_path / "gold-dir"
+    gold_dir.mkdir()
+    (gold_dir / "hansards.src-tgt").write_text("a b ||| c d\n")
+    prepare = ["prepare-gold", "--gold-dir", str(gold_dir), "--out"]
+    assert refused([*prepare, str(blocker)], capsys)[1].endswith(
+        f"cannot write {blocker}: it is a file, and --out names a directory"
+    )
+    assert "cannot write " + str(blocker / "x" / "hansards.en") in refused([*prepare, nowhere], capsys)[1]
+    main([*prepare, str(tmp_path / "out")])
+    assert (tmp_path / "out" / "hansards.fr").read_text() == "c d\n"
+
+
+def test_cli_outputs_never_replace_an_input_or_each_other(toy_checkpoint, tmp_path, capsys):
+    src, tgt, gold = toy_pairs(tmp_path)
+    before = {path: path.read_bytes() for path in (src, tgt, gold)}
+    pairs = ["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt)]
+    for argv, option in [
+        ([*pairs, "--output", str(src)], "--output"),
+        ([*pairs, "--output", str(toy_checkpoint)], "--output"),
+        (["score", "--gold", str(gold), "--hyp", str(gold), "--gold-one-based", "--json", str(gold)], "--json"),
+        (["sweep", *pairs, "--gold", str(gold), "--gold-one-based", "--json", str(tgt)], "--json"),
+        (["--checkpoint", str(toy_checkpoint), "--src", str(src), "--translations", str(src)], "--translations"),
+    ]:
+        _, err = refused(argv, capsys)
+        assert f"{option} " in err and "is also an input of this command" in err
+    assert {path: path.read_bytes() for path in before} == before
+    same = str(tmp_path / "x")
+    own = ["--checkpoint", str(toy_checkpoint), "--src", str(src), "--translations", same]
+    assert "--output " + same + " is also --translations" in refused([*own, "--output", same], capsys)[1]
+    assert "--translations goes without --tgt" in refused([*pairs, "--translations", same], capsys)[1]
+    assert not (tmp_path / "x").exists()
+
+
+def test_gold_links_outside_their_sentence_pair_are_refused(toy_checkpoint, tmp_path, capsys):
+    src, tgt, gold = toy_pairs(tmp_path, "0-0 1-1\n0-0 9-9\n")  # the second pair has 2 x 2 words
+    pairs = ["--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold)]
+    expected = f"{gold} line 2: link 9-9 is outside the 2 x 2 words of that sentence pair"
+    out, err = refused(["sweep", *pairs], capsys)
+    assert err.endswith(expected) and out == ""
+    assert refused(["plot", *pairs, "--lines", "1"], capsys)[1].endswith(expected)
+    # As the file writes them: one-based (2-3 is source word 1, target word 2) and target-source.
+    gold.write_text("1-1 2-2\n1-1 2p3\n")
+    assert "line 2: link 2p3 is outside the 2 x 2 words" in refused(["sweep", *pairs, "--gold-one-based"], capsys)[1]
+    gold.write_text("0-0\n0-0 1-2\n")
+    assert "line 2: link 1-2 is outside" in refused(["sweep", *pairs, "--gold-reversed"], capsys)[1]
+    gold.write_text("3-0\n0-0\n")  # target word 3 of 4, source word 0: in range only read target-source
+    main(["sweep", *pairs, "--gold-reversed"])
+    assert "best:" in capsys.readouterr().out
+    with pytest.raises(UserError, match="g line 1: link 3p0 is outside the 2 x 4 words"):  # target x source
+        check_gold_ranges([GoldLine(set(), {(0, 3)})], "g", ["a b c d"], ["x y"], reversed_=True)
+
+
+def test_scoring_against_gold_without_links_is_refused(tmp_path, capsys):
+    empty, hyp = tmp_path / "empty", tmp_path / "hyp"
+    empty.write_text("")
+    hyp.write_text("")
+    assert refused(["score", "--gold", str(empty), "--hyp", str(hyp)], capsys)[1].endswith(
+        f"{empty} has no gold links to score against"
+    )
+    empty.write_text("\n\n")
+    hyp.write_text("0-0\n\n")
+    assert "no gold links" in refused(["score", "--gold", str(empty), "--hyp", str(hyp)], capsys)[1]
+
+
+def test_plot_of_several_lines_needs_n_in_the_file_name(toy_checkpoint, tmp_path, capsys):
+    src, tgt, _ = toy_pairs(tmp_path)
+    plot = ["plot", "--checkpoint", str(toy_checkpoint), "--src", str(src), "--tgt", str(tgt), "--lines"]
+    same = tmp_path / "same.png"
+    _, err = refused([*plot, "1", "2", "--out", str(same)], capsys)
+    assert f"--out {same} names one file for 2 lines: put {{n}}" in err and not same.exists()
+    assert "only field" in refused([*plot, "1", "--out", str(tmp_path / "{x}.png")], capsys)[1]
+    main([*plot, "2", "1", "2", "--out", str(tmp_path / "p{n}.svg")])  # a line asked for twice is drawn once
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'p2.svg'}", f"wrote {tmp_path / 'p1.svg'}"]
+    assert (tmp_path / "p1.svg").read_text().lstrip().startswith("<?xml")
+    main([*plot, "1", "--out", str(same)])  # one line: no {n} needed
+    assert same.read_bytes().startswith(b"\x89PNG")
 
 
 def test_read_gold_pairs(tmp_path):

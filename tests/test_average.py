@@ -1,17 +1,26 @@
 import json
+import shutil
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 from mt.average import average_checkpoints, average_state_dicts, snapshots
+from mt.average import main as average_main
 from mt.checkpoint import read
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save
 from mt.train import run
 
 from .conftest import ROOT, toy_config
+from .test_align import toy_model_file
+
+
+class OrderedCounter(Counter):
+    """A class torch.load(weights_only=True) refuses to unpickle."""
 
 
 def test_average_is_the_elementwise_mean_and_keeps_integer_tensors():
@@ -102,3 +111,87 @@ def test_average_checkpoints_refuses_another_run(tmp_path):
     atomic_torch_save(b / "changed.pt", ckpt_b)
     with pytest.raises(UserError, match="model_config"):
         average_checkpoints([snapshots(a / "checkpoints")[0], b / "changed.pt"])
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """Two model files of one (untrained, tiny) model: the same weights, two files."""
+    folder = tmp_path_factory.mktemp("average")
+    a = toy_model_file(folder / "a.pt")
+    shutil.copyfile(a, folder / "b.pt")
+    return a, folder / "b.pt"
+
+
+def average_cli(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        average_main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0), capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def assert_one_line(code: int, err: str, expect: str) -> None:
+    assert code == 2 and err.count("\n") == 1 and err.startswith("mt.average: error: "), err
+    assert expect in err and "Traceback" not in err, err
+
+
+def test_cli_refuses_an_output_that_is_an_input_or_a_file_named_twice(two_checkpoints, tmp_path, capsys):
+    a, b = two_checkpoints
+    before = b.read_bytes()
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(b)], capsys), "is also an input")
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(b), "--force"], capsys), "is also an input")
+    assert b.read_bytes() == before
+    out = tmp_path / "avg.pt"
+    assert_one_line(*average_cli([str(a), str(a), "--out", str(out)], capsys), f"{a} is named twice")
+    (tmp_path / "link.pt").symlink_to(a)
+    assert_one_line(
+        *average_cli([str(a), str(tmp_path / "link.pt"), "--out", str(out)], capsys), "is the same checkpoint as"
+    )
+    assert not out.exists()
+
+
+def test_cli_replaces_an_existing_output_only_with_force_and_only_a_checkpoint(two_checkpoints, tmp_path, capsys):
+    a, b = two_checkpoints
+    text = tmp_path / "a.en"
+    text.write_text("a sentence\n")
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(text)], capsys), "already exists: add --force")
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(text), "--force"], capsys), "checkpoints only")
+    assert text.read_text() == "a sentence\n"
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(tmp_path)], capsys), "is a folder, not a file")
+
+    out = tmp_path / "avg.pt"
+    assert average_cli([str(a), str(b), "--out", str(out)], capsys) == (0, f"averaged 2 checkpoints -> {out}\n")
+    assert_one_line(*average_cli([str(a), str(b), "--out", str(out)], capsys), "already exists: add --force")
+    assert average_cli([str(b), str(a), "--out", str(out), "--force"], capsys)[0] == 0
+    assert read(out)["averaged_from"] == [str(b), str(a)]
+
+
+def test_cli_keeps_the_trainers_averaged_pt_without_force(two_checkpoints, tmp_path, capsys):
+    a, b = two_checkpoints
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for step, source in ((10, a), (20, b)):
+        shutil.copyfile(source, checkpoints / f"step-{step:07d}.pt")
+    shutil.copyfile(a, checkpoints / "averaged.pt")
+    before = (checkpoints / "averaged.pt").read_bytes()
+    code, err = average_cli(["--run", str(tmp_path / "run")], capsys)
+    assert_one_line(code, err, f"{checkpoints / 'averaged.pt'} already exists: add --force")
+    assert "--out" not in err  # the user named no --out
+    assert (checkpoints / "averaged.pt").read_bytes() == before
+    assert average_cli(["--run", str(tmp_path / "run"), "--force"], capsys)[0] == 0
+    assert len(read(checkpoints / "averaged.pt")["averaged_from"]) == 2
+
+
+@pytest.mark.parametrize("case", ["truncated", "foreign pickle"])
+def test_an_unreadable_checkpoint_is_one_short_line(case, two_checkpoints, tmp_path, capsys):
+    a, b = two_checkpoints
+    bad = tmp_path / "bad.pt"
+    if case == "truncated":
+        bad.write_bytes(a.read_bytes()[: a.stat().st_size // 2])
+        expect = "is not a readable checkpoint (truncated or damaged): PytorchStreamReader failed reading zip archive"
+    else:
+        torch.save({"model": OrderedCounter()}, bad)
+        expect = "is not a readable checkpoint (truncated or damaged): Unsupported global"
+    code, err = average_cli([str(bad), str(b), "--out", str(tmp_path / "avg.pt")], capsys)
+    assert_one_line(code, err, expect)
+    assert len(err) < 250 and "miniz" not in err and "weights_only" not in err, err

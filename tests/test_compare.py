@@ -212,6 +212,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, m
     assert err.count("\n") == 1 and err.startswith("mt.compare: error: ") and message in err
 
 
+@pytest.mark.parametrize("out", ["a file", "under a file", "/proc/cmp"])
+def test_an_out_that_cannot_be_written_is_one_line_before_the_table(out, tmp_path, capsys):
+    fake_run(tmp_path / "sweep" / "a", hyps=REFS)
+    (tmp_path / "notes.txt").write_text("mine")
+    path = {"a file": tmp_path / "notes.txt", "under a file": tmp_path / "notes.txt" / "cmp"}.get(out, Path(out))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "sweep"), "--bootstrap", "0", "--out", str(path)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == "", captured.out  # refused before the work
+    assert captured.err.count("\n") == 1 and captured.err.startswith("mt.compare: error: "), captured.err
+    expect = "--out " + str(path) + " is a file, not a folder" if out == "a file" else f"cannot write {path}"
+    assert expect in captured.err, captured.err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sweep"]
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_sweep_presets_compose_into_several_valid_jobs(name):
     """Every configs/sweep preset is a multirun whose jobs each compose into a valid config."""

@@ -23,6 +23,8 @@ def corpus_copy(tmp_path):
     [
         ("unknown config key", "d_modell"),
         ("wrong type", "train.max_tokens"),
+        ("unknown key added with +", "unknown config key train.lrr"),
+        ("infinite learning rate", "train.lr must be a finite number, got inf"),
         ("missing data directory", "data directory not found"),
         ("corpus sides of different lengths", "line counts differ"),
         ("empty training file", "train split of data=toy is empty"),
@@ -42,6 +44,15 @@ def test_training_bad_input_matrix(case, expect, tmp_path):
     if case == "wrong type":
         with pytest.raises(UserError, match=expect):
             check_overrides(["train.max_tokens=abc"])
+        return
+    if case == "unknown key added with +":  # Hydra adds it; it would be dropped unsaid
+        for override in ("+train.lrr=0.1", "++train.lrr=0.1"):
+            with pytest.raises(UserError, match=expect):
+                check_overrides([override])
+        return
+    if case == "infinite learning rate":  # inf passes "> 0"
+        with pytest.raises(UserError, match=expect):
+            check_overrides(["train.lr=inf"])
         return
     cfg = toy_config(tmp_path, max_steps=2)
     run_dir = tmp_path / "run"

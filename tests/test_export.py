@@ -263,6 +263,19 @@ def test_export_never_replaces_what_is_not_an_export(toy_pt, capsys, tmp_path):
     assert code == 2 and "is a file" in err
 
 
+@pytest.mark.parametrize("kind", ["folder", "ct2"])
+def test_an_out_that_cannot_be_written_is_one_line(kind, toy_pt, capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    for out, expect in (
+        ("/proc/exp", "cannot write /proc/exp: "),
+        (str(tmp_path / "notes.txt" / "exp"), "a folder on its path is a file"),
+    ):
+        code, stdout, err = run(export_main, [kind, "--checkpoint", str(toy_pt), "--out", out], capsys)
+        assert code == 2 and stdout == "" and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("mt.export: error: ") and expect in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def _fake_run(toy_pt: Path, root: Path, tested: str | None) -> Path:
     """A run folder holding the toy model as best.pt (at update 100) and a metrics.json."""
     (root / "checkpoints").mkdir(parents=True)

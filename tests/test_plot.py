@@ -3,13 +3,15 @@ token it predicts."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mt.align.extract import AlignConfig
 from mt.batching import Split
 from mt.config import DataConfig
+from mt.errors import UserError
 from mt.fileio import read_lines
-from mt.plot import attention_grid, heatmap, validation_figures
+from mt.plot import attention_grid, figure_bytes, heatmap, image_format, validation_figures
 from mt.tokenizer import Tokenizer
 from tests.conftest import TOY, tiny_model
 
@@ -51,3 +53,14 @@ def test_validation_figures_label_rows_with_the_predicted_tokens():
         assert labels(ax, "x") == tok.src_pieces(src[index]) + ["</s>"]
     assert "layer 1 head 0, full context (supervised)" in figures["attention/aligning"].axes[0].get_title()
     assert set(dict(validation_figures(model, valid, tok, "cpu", 7))) == {"attention/layer0", "attention/layer1"}
+
+
+def test_image_format_is_named_by_the_extension_and_checked_before_drawing():
+    assert image_format("a/b.PNG") == "png" and image_format("plot.svg") == "svg"
+    assert image_format("plot") == "png"  # written at that very path (matplotlib would append .png)
+    with pytest.raises(UserError, match=r"cannot write p\.xyz: \.xyz is not an image format"):
+        image_format("p.xyz")
+    fig = heatmap(torch.rand(2, 2), ["a", "b"], ["x", "y"])
+    assert figure_bytes(fig, "png").startswith(b"\x89PNG") and figure_bytes(
+        heatmap(torch.rand(1, 1), ["a"], ["x"]), "pdf"
+    ).startswith(b"%PDF")

@@ -257,3 +257,91 @@ def test_interactive_prompt_has_line_editing(ckpt, tmp_path):
         os.close(fd)
     text = screen.decode("utf-8", "replace")
     assert "^[[D" not in text and "katze schläft" in text.lower(), text  # the edited sentence was translated
+
+
+def test_output_file_appears_only_when_everything_is_translated(ckpt, capsys, monkeypatch, tmp_path):
+    previous = tmp_path / "prev.de"
+    previous.write_text("precious\n")
+    bad = tmp_path / "mixed.en"
+    bad.write_bytes(b"The cat sleeps .\nthe \xc3\x28 cat\n")
+    code, _, err = translate(
+        ["--checkpoint", ckpt, "--input", str(bad), "--output", str(previous)], capsys, monkeypatch
+    )
+    assert code == 2 and "line 2 is not valid UTF-8" in err
+    assert previous.read_text() == "precious\n"  # the failed run left it as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.en", "prev.de"]  # no temp file left
+    code, _, err = translate(
+        ["--checkpoint", ckpt, "--input", str(tmp_path / "nope.en"), "--output", str(tmp_path / "new.de")],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "input file not found" in err and not (tmp_path / "new.de").exists()
+    good = tmp_path / "good.en"
+    good.write_text(f"{SENTENCE}\n")
+    code, _, _ = translate(["--checkpoint", ckpt, "--input", str(good), "--output", str(previous)], capsys, monkeypatch)
+    assert code == 0 and previous.read_text().startswith("Heute läuft der hund")
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("output is the input", "is also an input of this command"),
+        ("text and --input", "sentences given as arguments and --input: choose one"),
+        ("plot of an unknown format", ".xyz is not an image format"),
+        ("plot into a directory", "is a directory"),
+        ("plot of several sentences without {n}", "put {n}"),
+        ("plot of an input file without {n}", "put {n}"),
+    ],
+)
+def test_file_mistakes_are_one_line_before_loading(case, expect, ckpt, capsys, monkeypatch, tmp_path):
+    source = tmp_path / "in.en"
+    source.write_text(f"{SENTENCE}\n")
+    argv = ["--checkpoint", ckpt]
+    if case == "output is the input":
+        argv += ["--input", str(source), "--output", str(source)]
+    elif case == "text and --input":
+        argv += ["--input", str(source), SENTENCE]
+    elif case == "plot of an unknown format":
+        argv += ["--plot", str(tmp_path / "attn.xyz"), SENTENCE]
+    elif case == "plot into a directory":
+        (tmp_path / "figs.png").mkdir()
+        argv += ["--plot", str(tmp_path / "figs.png"), SENTENCE]
+    elif case == "plot of several sentences without {n}":
+        argv += ["--plot", str(tmp_path / "a.png"), SENTENCE, "The cat sleeps ."]
+    elif case == "plot of an input file without {n}":
+        argv += ["--plot", str(tmp_path / "a.png"), "--input", str(source)]
+    code, out, err = translate(argv, capsys, monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, err
+    assert source.read_text() == f"{SENTENCE}\n" and out == ""
+    assert not list(tmp_path.glob("*.png")) or case == "plot into a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["in.en"], ["figs.png", "in.en"])
+
+
+def test_plot_without_a_suffix_is_a_png_of_exactly_that_name(ckpt, capsys, monkeypatch, tmp_path):
+    code, _, err = translate(["--checkpoint", ckpt, "--plot", str(tmp_path / "attn"), SENTENCE], capsys, monkeypatch)
+    assert code == 0 and f"written to {tmp_path / 'attn'}" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["attn"]  # not attn.png
+    assert (tmp_path / "attn").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_of_several_sentences_numbers_the_files(ckpt, capsys, monkeypatch, tmp_path):
+    pattern = str(tmp_path / "attn-{n}.png")
+    code, _, err = translate(
+        ["--checkpoint", ckpt, "--plot", pattern, SENTENCE, "", "The cat sleeps ."], capsys, monkeypatch
+    )
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["attn-1.png", "attn-3.png"]
+    assert "line 2 is empty: no plot" in err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(ckpt, capsys, monkeypatch, tmp_path):
+    source = tmp_path / "bom.en"
+    source.write_bytes(f"\ufeff{SENTENCE}\n".encode())
+    code, out, _ = translate(["--checkpoint", ckpt, "--show-attention", "--input", str(source)], capsys, monkeypatch)
+    assert code == 0 and out.splitlines()[2].split() == SENTENCE.split()
+
+
+def test_a_bad_option_is_one_line_not_the_usage_block(capsys, monkeypatch):
+    code, out, err = translate(["--layer", "abc", "hi"], capsys, monkeypatch)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("python -m mt.translate: error: argument --layer") and "usage:" not in err

@@ -23,12 +23,15 @@ maxima agree (unclear words stay unaligned: higher precision, docs/alignment.md 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TextIO
 
-from mt.align.experiment import best_recordable, heads_record, plot_pairs, sweep, sweep_table
+from mt.align.experiment import best_recordable, heads_record, pair_figures, sweep, sweep_table
 from mt.align.extract import (
     LINKS,
     WORDS,
@@ -46,9 +49,19 @@ from mt.align.extract import (
     pairs_attention,
     source_limit,
 )
-from mt.align.gold import GoldLine, aer, flip_gold, format_score, read_alignment_file, read_gold_pairs
+from mt.align.gold import (
+    GoldLine,
+    aer,
+    check_gold_ranges,
+    flip_gold,
+    format_score,
+    read_alignment_file,
+    read_gold_pairs,
+    require_gold_links,
+)
 from mt.align.symmetrize import MUTUAL_OF_MEAN, SYMMETRIZE, invert, mutual_of_mean, symmetrize
 from mt.cli import (
+    CommandParser,
     HelpFormatter,
     add_decode_args,
     add_device_args,
@@ -60,7 +73,7 @@ from mt.cli import (
     setup_device,
 )
 from mt.errors import UserError, exit_on_user_error
-from mt.fileio import atomic_torch_save, atomic_write_json, atomic_write_text, read_lines
+from mt.fileio import atomic_output, atomic_torch_save, read_lines, refuse_output_over_input
 from mt.model_folder import is_model_folder
 from mt.paths import ALIGNMENT_GOLD
 from mt.rundir import model_file
@@ -120,7 +133,7 @@ def _add_model_args(p: argparse.ArgumentParser, tgt_required: bool) -> None:
     add_device_args(p)
 
 
-class _SubParser(argparse.ArgumentParser):
+class _SubParser(CommandParser):
     def __init__(self, **kwargs) -> None:  # subcommands state their defaults like the main parser
         super().__init__(**{**kwargs, "formatter_class": HelpFormatter})
 
@@ -184,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lines", type=int, nargs="+", required=True, help="line numbers (from 1) to plot")
     q.add_argument("--gold", help="gold links to draw (squares: sure solid, possible dotted)")
     q.add_argument("--gold-one-based", action="store_true", help="gold indices start at 1 (Hansards)")
-    q.add_argument("--out", default="align_{n}.png", help="output file, {n} = line number (default: %(default)s)")
+    q.add_argument(
+        "--out",
+        default="align_{n}.png",
+        help="output file, {n} = line number (needed with several --lines; default: %(default)s)",
+    )
 
     g = sub.add_parser(
         "prepare-gold",
@@ -209,9 +226,16 @@ def read_parallel(src: str, tgt: str | None) -> tuple[list[str], list[str] | Non
     return s, t
 
 
-def _read_gold(args: argparse.Namespace) -> list[GoldLine]:
+def _read_gold(args: argparse.Namespace, pairs: tuple[Sequence[str], Sequence[str]] | None = None) -> list[GoldLine]:
+    """--gold as source-target links; given the sentence pairs (src, tgt), one gold line per pair
+    and every link inside its pair's words (a link outside could never be matched)."""
+    reversed_ = getattr(args, "gold_reversed", False)
     gold = read_alignment_file(args.gold, args.gold_one_based)
-    return flip_gold(gold) if getattr(args, "gold_reversed", False) else gold
+    gold = flip_gold(gold) if reversed_ else gold
+    if pairs is not None:
+        _same_length(gold, args, args.src, len(pairs[0]))
+        check_gold_ranges(gold, args.gold, *pairs, args.gold_one_based, reversed_)
+    return gold
 
 
 def _same_length(gold: list[GoldLine], args: argparse.Namespace, other: str, lines: int) -> None:
@@ -225,37 +249,94 @@ def _load(path: str, device):
     return load(path, device)
 
 
-def _write_lines(path: str | None, lines: Iterable[str]) -> None:
+def _refuse_clashes(outputs: Iterable[tuple[str, str | Path | None]], inputs: Iterable[str | Path | None]) -> None:
+    """No output may replace one of the command's inputs, nor another output (the last would win)."""
+    inputs = list(inputs)
+    seen: dict[Path, str] = {}
+    for option, path in outputs:
+        if not path:
+            continue
+        refuse_output_over_input(path, inputs, option)
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{option} {path} is also {seen[key]}: give each output a file of its own")
+        seen[key] = option
+
+
+@contextmanager
+def _output(path: str | Path | None) -> Iterator[TextIO | None]:
+    """`path` opened (atomic_output) before the work that fills it, so that an unwritable path is
+    refused at once rather than after the model has run; None (no such option given) stays None."""
+    if not path:
+        yield None
+        return
+    with atomic_output(path) as handle:
+        yield handle
+
+
+def _write_lines(handle: TextIO | None, lines: Iterable[str]) -> None:
+    """Lines to an opened output, or to standard output without one."""
     text = "".join(line + "\n" for line in lines)
-    if path:
-        atomic_write_text(Path(path), text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    out = sys.stdout if handle is None else handle
+    out.write(text)
+    out.flush()
+
+
+def _write_json(handle: TextIO, obj: Any) -> None:
+    handle.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")  # as mt.fileio.atomic_write_json
 
 
 def run_extract(args: argparse.Namespace) -> None:
     device = setup_device(args)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
+    inputs = (args.src, args.tgt, args.checkpoint, args.reverse_checkpoint)
     if tgt_lines is None:
         if args.reverse_checkpoint:
             raise UserError("--reverse-checkpoint needs --tgt (symmetrization aligns given pairs)")
         if not args.translations:
             raise UserError("without --tgt, give --translations FILE to keep the translations that are aligned")
         decode = decode_config(args)
-        loaded = _load(args.checkpoint, device)
-        cfg = _config(args, loaded)
-        _say_config(args.checkpoint, cfg)
-        with progress_bar(len(src_lines), "sent", "translating and aligning") as bar:
-            texts, links = align_translations(loaded, src_lines, cfg, decode, device, on_batch=bar.update)
-        _write_lines(args.translations, texts)
-        if args.source_words:
-            units = encode_units(loaded.tokenizer, [line.split() for line in src_lines])
-            _write_lines(args.source_words, (" ".join(u.words) for u in units))
-        _write_lines(args.output, (format_links(x) for x in links))
+        outputs = {"--translations": args.translations, "--source-words": args.source_words, "--output": args.output}
+        _refuse_clashes(outputs.items(), inputs)
+        with ExitStack() as stack:
+            texts_out, words_out, links_out = (stack.enter_context(_output(path)) for path in outputs.values())
+            _extract_translations(args, src_lines, decode, device, texts_out, words_out, links_out)
         return
     if args.source_words:
         raise UserError("--source-words goes with --translations (given pairs keep their own words)")
+    if args.translations:
+        raise UserError("--translations goes without --tgt (with --tgt, the given target is aligned)")
+    _refuse_clashes([("--output", args.output)], inputs)
+    with _output(args.output) as links_out:
+        _extract_pairs(args, src_lines, tgt_lines, device, links_out)
+
+
+def _extract_translations(
+    args: argparse.Namespace,
+    src_lines: list[str],
+    decode,
+    device,
+    texts_out: TextIO | None,
+    words_out: TextIO | None,
+    links_out: TextIO | None,
+) -> None:
+    """Translate, align the translations, write them, the source words (--source-words) and the links."""
+    loaded = _load(args.checkpoint, device)
+    cfg = _config(args, loaded)
+    _say_config(args.checkpoint, cfg)
+    with progress_bar(len(src_lines), "sent", "translating and aligning") as bar:
+        texts, links = align_translations(loaded, src_lines, cfg, decode, device, on_batch=bar.update)
+    _write_lines(texts_out, texts)
+    if words_out is not None:
+        units = encode_units(loaded.tokenizer, [line.split() for line in src_lines])
+        _write_lines(words_out, (" ".join(u.words) for u in units))
+    _write_lines(links_out, (format_links(x) for x in links))
+
+
+def _extract_pairs(
+    args: argparse.Namespace, src_lines: list[str], tgt_lines: list[str], device, links_out: TextIO | None
+) -> None:
+    """Align the given pairs (symmetrized with --reverse-checkpoint) and write the links."""
     loaded = _load(args.checkpoint, device)
     cfg = _config(args, loaded)
     if args.reverse_checkpoint and args.symmetrize == MUTUAL_OF_MEAN and cfg.words == "subword":
@@ -276,25 +357,28 @@ def run_extract(args: argparse.Namespace) -> None:
             links = [mutual_of_mean(f.matrix, b.matrix) for f, b in zip(forward, backward)]
         else:
             links = [symmetrize(f, invert(b.links), args.symmetrize) for f, b in zip(links, backward)]
-    _write_lines(args.output, (format_links(x) for x in links))
+    _write_lines(links_out, (format_links(x) for x in links))
 
 
 def run_score(args: argparse.Namespace) -> None:
     gold = _read_gold(args)
     hyp_lines = read_alignment_file(args.hyp)
     _same_length(gold, args, args.hyp, len(hyp_lines))
-    score = aer(gold, [h.possible for h in hyp_lines])
-    print(format_score(score))
-    if args.json:
-        atomic_write_json(Path(args.json), asdict(score))
+    require_gold_links(gold, args.gold)
+    _refuse_clashes([("--json", args.json)], (args.gold, args.hyp))
+    with _output(args.json) as json_out:
+        score = aer(gold, [h.possible for h in hyp_lines])
+        print(format_score(score))
+        if json_out is not None:
+            _write_json(json_out, asdict(score))
 
 
 def run_sweep(args: argparse.Namespace) -> None:
     device = setup_device(args)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     assert tgt_lines is not None
-    gold = _read_gold(args)
-    _same_length(gold, args, args.src, len(src_lines))
+    gold = _read_gold(args, (src_lines, tgt_lines))
+    require_gold_links(gold, args.gold)
     if args.force and not args.save:
         raise UserError("--force goes with --save")
     given = Path(args.checkpoint)
@@ -303,14 +387,44 @@ def run_sweep(args: argparse.Namespace) -> None:
             f"--save records the heads in a .pt model file; {given} is an exported model folder: sweep the "
             "checkpoint it was exported from, then export it again"
         )
+    inputs = (args.src, args.tgt, args.gold, args.checkpoint, args.reverse_checkpoint)
+    _refuse_clashes([("--json", args.json)], inputs)
     stamp = file_stamp(model_file(given)) if given.exists() else (0, 0)  # --save: was it rewritten meanwhile?
-    loaded = _load(args.checkpoint, device)
-    path = model_file(given)
+    with _output(args.json) as json_out:  # opened now: an unwritable --json is refused before the sweep
+        loaded = _load(args.checkpoint, device)
+        path = model_file(given)
+        if args.save:
+            refuse_to_replace(loaded.ckpt, path, args.force)
+        heads = model_dims(loaded)[1]
+        # The attention is read as the checkpoint says (a full-context model without its causal mask).
+        full_context = align_config_for(loaded.ckpt).full_context
+        rows = _sweep_rows(args, loaded, src_lines, tgt_lines, gold, device, full_context)
+        for system in dict.fromkeys(r["system"] for r in rows):
+            name = {"forward": args.checkpoint, "reverse": args.reverse_checkpoint}.get(system, system)
+            context = ", full context" if full_context and system == "forward" else ""
+            print(
+                f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced{context}, argmax per "
+                f"target word{'' if system == 'forward' else ', per direction'})"
+            )
+            print(sweep_table(rows, heads, system) + "\n")
+        if json_out is not None:
+            runs = {"checkpoint": args.checkpoint, "reverse_checkpoint": args.reverse_checkpoint, "gold": args.gold}
+            _write_json(json_out, {**runs, "sentences": len(gold), "rows": rows})
     if args.save:
-        refuse_to_replace(loaded.ckpt, path, args.force)
+        save_best(rows, heads, full_context, loaded.ckpt, path, stamp)
+
+
+def _sweep_rows(
+    args: argparse.Namespace,
+    loaded,
+    src_lines: list[str],
+    tgt_lines: list[str],
+    gold: list[GoldLine],
+    device,
+    full_context: bool,
+) -> list[dict]:
+    """The attention of every pair (and of the reverse model on the swapped pairs), then the sweep's rows."""
     layers, heads = model_dims(loaded)
-    # The attention is read as the checkpoint says (a full-context model without its causal mask).
-    full_context = align_config_for(loaded.ckpt).full_context
     enc = encode_pairs(loaded.tokenizer, src_lines, tgt_lines, source_limit(loaded))
     with progress_bar(len(src_lines), "pair", "attention") as bar:
         att = pair_attention(loaded, enc, device, bar.update, full_context)
@@ -324,20 +438,7 @@ def run_sweep(args: argparse.Namespace) -> None:
             )
         rev_enc = encode_pairs(rev.tokenizer, tgt_lines, src_lines, source_limit(rev))
         reverse = (pair_attention(rev, rev_enc, device, full_context=align_config_for(rev.ckpt).full_context), rev_enc)
-    rows = sweep(att, enc, gold, layers, heads, reverse)
-    for system in dict.fromkeys(r["system"] for r in rows):
-        name = {"forward": args.checkpoint, "reverse": args.reverse_checkpoint}.get(system, system)
-        context = ", full context" if full_context and system == "forward" else ""
-        print(
-            f"AER (%) of {name} on {args.gold}, {len(gold)} sentence pairs (teacher-forced{context}, argmax per "
-            f"target word{'' if system == 'forward' else ', per direction'})"
-        )
-        print(sweep_table(rows, heads, system) + "\n")
-    if args.json:
-        runs = {"checkpoint": args.checkpoint, "reverse_checkpoint": args.reverse_checkpoint, "gold": args.gold}
-        atomic_write_json(Path(args.json), {**runs, "sentences": len(gold), "rows": rows})
-    if args.save:
-        save_best(rows, heads, full_context, loaded.ckpt, path, stamp)
+    return sweep(att, enc, gold, layers, heads, reverse)
 
 
 def refuse_to_replace(ckpt, path: Path, force: bool) -> None:
@@ -381,30 +482,55 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 def run_plot(args: argparse.Namespace) -> None:
     """Word-level attention heatmaps of chosen pairs, gold links (squares) and links (dots)."""
+    from mt.plot import figure_bytes, image_format
+
     device = setup_device(args)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
     assert tgt_lines is not None
-    for n in args.lines:
+    numbers = list(dict.fromkeys(args.lines))  # a line asked for twice is plotted once
+    for n in numbers:
         if not 1 <= n <= len(src_lines):
             raise UserError(f"--lines {n}: {args.src} has {len(src_lines)} lines (numbered from 1)")
-    gold = _read_gold(args) if args.gold else None
-    if gold is not None:
-        _same_length(gold, args, args.src, len(src_lines))
-    loaded = _load(args.checkpoint, device)
-    cfg = _config(args, loaded)
-    for path in plot_pairs(loaded, src_lines, tgt_lines, args.lines, cfg, args.out, gold, device):
+    paths = _plot_paths(args.out, numbers)
+    formats = {n: image_format(path) for n, path in paths.items()}
+    gold = _read_gold(args, (src_lines, tgt_lines)) if args.gold else None
+    _refuse_clashes((("--out", path) for path in paths.values()), (args.src, args.tgt, args.gold, args.checkpoint))
+    with ExitStack() as stack:  # every image opened before the model runs, written when all are drawn
+        outs = {n: stack.enter_context(atomic_output(path)) for n, path in paths.items()}
+        loaded = _load(args.checkpoint, device)
+        cfg = _config(args, loaded)
+        for n, fig in pair_figures(loaded, src_lines, tgt_lines, numbers, cfg, gold, device):
+            outs[n].buffer.write(figure_bytes(fig, formats[n]))  # an image: the bytes under the text handle
+    for path in paths.values():
         print(f"wrote {path}")
+
+
+def _plot_paths(out: str, numbers: Sequence[int]) -> dict[int, str]:
+    """--out for each line number, {n} being the number: one file per line, never one for several."""
+    try:
+        paths = {n: out.format(n=n) for n in numbers}
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise UserError(f"--out {out}: the only field it may have in braces is {{n}}, the line number") from None
+    if len(set(paths.values())) < len(paths):
+        raise UserError(
+            f"--out {out} names one file for {len(paths)} lines: put {{n}} (the line number) in it, "
+            "e.g. 'img/align_{n}.png'"
+        )
+    return paths
 
 
 def run_prepare_gold(args: argparse.Namespace) -> None:
     gold_dir, out = Path(args.gold_dir), Path(args.out)
-    en, fr = read_gold_pairs(gold_dir / "hansards.src-tgt")
-    _write_lines(str(out / "hansards.en"), en)
-    _write_lines(str(out / "hansards.fr"), fr)
-    print(
-        f"wrote {len(en)} pairs to {out}/hansards.en and {out}/hansards.fr; "
-        f"gold links: {gold_dir / 'hansards.gold'} (one-based)"
-    )
+    sentences = gold_dir / "hansards.src-tgt"
+    en, fr = read_gold_pairs(sentences)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"cannot write {out}: it is a file, and --out names a directory")
+    en_path, fr_path = out / "hansards.en", out / "hansards.fr"
+    _refuse_clashes([("--out", en_path), ("--out", fr_path)], (sentences, gold_dir / "hansards.gold"))
+    with atomic_output(en_path) as en_out, atomic_output(fr_path) as fr_out:
+        _write_lines(en_out, en)
+        _write_lines(fr_out, fr)
+    print(f"wrote {len(en)} pairs to {en_path} and {fr_path}; gold links: {gold_dir / 'hansards.gold'} (one-based)")
 
 
 COMMANDS = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -15,6 +15,9 @@ from mt.align.gold import GoldLine, aer
 from mt.align.symmetrize import invert, symmetrize
 from mt.checkpoint import AligningHeads
 from mt.errors import UserError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SWEEP_SYSTEMS = ("forward", "reverse", "intersection", "union", "grow-diag-final", "grow-diag-final-and")
 
@@ -98,24 +101,23 @@ def heads_record(row: dict, heads: int, full_context: bool) -> AligningHeads:
     }
 
 
-def plot_pairs(
+def pair_figures(
     loaded,
     src_lines: Sequence[str],
     tgt_lines: Sequence[str],
     numbers: Sequence[int],
     cfg: AlignConfig,
-    out: str,
     gold: Sequence[GoldLine] | None = None,
     device="cpu",
-) -> Iterator[Path]:
+) -> Iterator[tuple[int, Figure]]:
     """Heatmap of the word matrix of each pair numbered in `numbers` (from 1), with gold links
     (squares: sure solid, possible dotted) and the links (red dots) of `align_words`.
 
-    Writes `out` with {n} = line number; yields each path written.
+    Yields (line number, figure); the caller writes them (to the outputs it opened beforehand).
     """
     from matplotlib.patches import Rectangle
 
-    from mt.plot import heatmap, save
+    from mt.plot import heatmap
 
     for n in numbers:
         src_words, tgt_words = src_lines[n - 1].split(), tgt_lines[n - 1].split()
@@ -144,7 +146,4 @@ def plot_pairs(
                     )
         for i, j in links:
             ax.plot(i, j, "o", color="red", markersize=3)
-        path = Path(out.format(n=n))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save(fig, str(path))
-        yield path
+        yield n, fig

@@ -47,6 +47,39 @@ def flip_gold(gold: Sequence[GoldLine]) -> list[GoldLine]:
     return [GoldLine({(j, i) for i, j in g.sure}, {(j, i) for i, j in g.possible}) for g in gold]
 
 
+def check_gold_ranges(
+    gold: Sequence[GoldLine],
+    path: str | Path,
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    one_based: bool = False,
+    reversed_: bool = False,
+) -> None:
+    """Refuse a gold link outside its sentence pair's words (whitespace tokens): it could never be
+    matched (a sweep would count it as a miss, a plot would drop it), so the file or its options
+    (--gold-one-based, --gold-reversed) are wrong. `gold` is source-target (flipped if reversed_);
+    the message names the link and the sentence sizes as the file writes them."""
+    for n, (g, src, tgt) in enumerate(zip(gold, src_lines, tgt_lines), start=1):
+        sizes = (len(src.split()), len(tgt.split()))
+        for i, j in sorted(g.possible | g.sure):
+            if i < sizes[0] and j < sizes[1]:
+                continue
+            first, second = (j, i) if reversed_ else (i, j)
+            shift = 1 if one_based else 0
+            kind = "-" if (i, j) in g.sure else "p"
+            rows, cols = sizes[::-1] if reversed_ else sizes
+            raise UserError(
+                f"{path} line {n}: link {first + shift}{kind}{second + shift} is outside the {rows} x {cols} "
+                "words of that sentence pair"
+            )
+
+
+def require_gold_links(gold: Sequence[GoldLine], path: str | Path) -> None:
+    """An AER against a gold file without a single link would be a perfect 0: refuse it instead."""
+    if not any(g.possible or g.sure for g in gold):
+        raise UserError(f"{path} has no gold links to score against")
+
+
 @dataclass
 class Score:
     precision: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from mt.cli import command_parser
@@ -34,11 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_out(out: Path) -> None:
+    """Refuse an --out the three files cannot go into before the comparison's work (the bootstrap
+    takes a while, and its table would come before the error): a file, a path under a file, a place
+    that cannot be written. The nearest existing folder is tried with a temp file, since permission
+    bits do not tell (root, read-only mounts, /proc)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"cannot write {out}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write {out}: {err.strerror or err}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("mt.compare"):
         if args.bootstrap < 0:
             raise UserError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+        if args.out and not args.no_files:
+            check_out(args.out)
         folders = args.folders or [latest_sweep()]
         result = compare(folders, n_samples=args.bootstrap, significance=args.bootstrap > 0)
         print(result.table, end="")

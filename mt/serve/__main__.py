@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from mt.cli import add_decode_args, add_device_args, decode_config, refuse_problems, setup_device
+from mt.cli import CommandParser, add_decode_args, add_device_args, decode_config, refuse_problems, setup_device
 from mt.config import ServeConfig
 from mt.errors import UserError, exit_on_user_error
 from mt.rundir import checkpoint_to_use
@@ -28,7 +28,7 @@ def option(key: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m mt.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: best.pt of the latest run)")

@@ -109,6 +109,17 @@ def atomic_output(path: Path | str, in_place: bool = False) -> Iterator[TextIO]:
         raise
 
 
+def check_writable(path: Path | str) -> None:
+    """Refuse, before long work, an output file that could not be written: a temp file is made
+    beside it and removed (permission bits do not tell for root, read-only mounts, /proc)."""
+    path = Path(path)
+    if _in_place(path):
+        return
+    fd, tmp = _temp_beside(Path(os.path.realpath(path)), path)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def refuse_output_over_input(output: Path | str | None, inputs: Iterable[Path | str | None], option: str) -> None:
     """One line instead of an output file that would replace one of the command's own inputs."""
     if not output or not Path(output).exists():

@@ -73,7 +73,7 @@ from mt.cli import (
     setup_device,
 )
 from mt.errors import UserError, exit_on_user_error
-from mt.fileio import atomic_output, atomic_torch_save, read_lines, refuse_output_over_input
+from mt.fileio import atomic_output, atomic_torch_save, check_writable, read_lines, refuse_output_over_input
 from mt.model_folder import is_model_folder
 from mt.paths import ALIGNMENT_GOLD
 from mt.rundir import model_file
@@ -482,7 +482,7 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 def run_plot(args: argparse.Namespace) -> None:
     """Word-level attention heatmaps of chosen pairs, gold links (squares) and links (dots)."""
-    from mt.plot import figure_bytes, image_format
+    from mt.plot import image_format, save
 
     device = setup_device(args)
     src_lines, tgt_lines = read_parallel(args.src, args.tgt)
@@ -492,17 +492,17 @@ def run_plot(args: argparse.Namespace) -> None:
         if not 1 <= n <= len(src_lines):
             raise UserError(f"--lines {n}: {args.src} has {len(src_lines)} lines (numbered from 1)")
     paths = _plot_paths(args.out, numbers)
-    formats = {n: image_format(path) for n, path in paths.items()}
+    for path in paths.values():
+        image_format(path)  # an unknown extension is refused before any work
     gold = _read_gold(args, (src_lines, tgt_lines)) if args.gold else None
     _refuse_clashes((("--out", path) for path in paths.values()), (args.src, args.tgt, args.gold, args.checkpoint))
-    with ExitStack() as stack:  # every image opened before the model runs, written when all are drawn
-        outs = {n: stack.enter_context(atomic_output(path)) for n, path in paths.items()}
-        loaded = _load(args.checkpoint, device)
-        cfg = _config(args, loaded)
-        for n, fig in pair_figures(loaded, src_lines, tgt_lines, numbers, cfg, gold, device):
-            outs[n].buffer.write(figure_bytes(fig, formats[n]))  # an image: the bytes under the text handle
-    for path in paths.values():
-        print(f"wrote {path}")
+    for path in paths.values():  # before the model runs; each image is then written as it is drawn
+        check_writable(path)
+    loaded = _load(args.checkpoint, device)
+    cfg = _config(args, loaded)
+    for n, fig in pair_figures(loaded, src_lines, tgt_lines, numbers, cfg, gold, device):
+        save(fig, paths[n])
+        print(f"wrote {paths[n]}")
 
 
 def _plot_paths(out: str, numbers: Sequence[int]) -> dict[int, str]:

@@ -77,3 +77,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "trained_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+def run_cli(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """A command's main(argv) as the shell sees it: (exit status, stdout, stderr)."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err

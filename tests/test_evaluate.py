@@ -4,15 +4,11 @@ import pytest
 
 from mt.evaluate import main
 
+from .conftest import run_cli
+
 
 def evaluate(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(main, argv, capsys)
 
 
 @pytest.mark.parametrize(

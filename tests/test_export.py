@@ -26,20 +26,11 @@ from mt.model_card import model_card
 from mt.tokenizer import Tokenizer
 from mt.translate import main as translate_main
 from tests.conftest import TOY, tiny_model
+from tests.conftest import run_cli as run
 from tests.test_align import SUPERVISED, toy_model_file
 
 SENTENCES = read_lines(TOY / "test.en")[:8]
 SHORT = DecodeConfig(beam_size=1, max_len_a=0.5, max_len_b=4)  # untrained models never end: keep them short
-
-
-def run(main, argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

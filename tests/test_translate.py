@@ -9,19 +9,15 @@ import torch
 
 from mt.translate import main
 
+from .conftest import run_cli
+
 SENTENCE = "Today the dog runs in the park ."
 
 
 def translate(argv, capsys, monkeypatch, stdin: bytes | None = None):
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(main, argv, capsys)
 
 
 @pytest.fixture

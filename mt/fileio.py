@@ -36,8 +36,11 @@ def _temp_beside(target: Path, shown: Path) -> tuple[int, str]:
 
 
 def _in_place(path: Path) -> bool:
-    """An existing path that is not a regular file or a directory (a pipe, /dev/null, /dev/stdout,
-    a terminal) is written where it is: replacing it with a file would break what it points to."""
+    """An existing path that is not a regular file or a directory (a pipe, /dev/null, a terminal),
+    or a name of an open stream (/dev/stdout, /dev/fd/N, /proc/self/fd/N, even when it leads to a
+    file the shell redirected to), is written where it is: replacing it would break what it points to."""
+    if path.is_absolute() and path.parts[1:2] in (("dev",), ("proc",)):
+        return True
     try:
         mode = os.stat(path).st_mode  # follows symlinks
     except OSError:

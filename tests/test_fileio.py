@@ -54,10 +54,22 @@ def test_a_pipe_is_written_into_not_replaced(tmp_path):
     assert not fifo.is_file() and fifo.exists()  # still the pipe, not a file put in its place
 
 
+def test_a_stream_name_writes_into_the_stream_not_over_its_file(tmp_path):
+    redirected = tmp_path / "redirected.txt"
+    redirected.write_text("earlier\n")
+    inode = redirected.stat().st_ino
+    with open(redirected, "a") as shell_side:  # as `>> redirected.txt` leaves file descriptor N open
+        with atomic_output(f"/proc/self/fd/{shell_side.fileno()}") as handle:
+            handle.write("translations\n")
+        shell_side.write("more from the shell\n")  # the shell's descriptor still reaches the file
+    assert redirected.stat().st_ino == inode  # written through, not replaced by a new file
+    assert redirected.read_text().endswith("translations\nmore from the shell\n")
+
+
 @pytest.mark.parametrize("case", ["a directory", "under a file", "in /proc"])
 def test_an_unwritable_path_is_one_user_error(case, tmp_path):
     (tmp_path / "a-file").write_text("")
-    path = {"a directory": tmp_path, "under a file": tmp_path / "a-file" / "x.txt", "in /proc": "/proc/x.txt"}[case]
+    path = {"a directory": tmp_path, "under a file": tmp_path / "a-file" / "x.txt", "in /proc": "/proc/no/x.txt"}[case]
     with pytest.raises(UserError, match="cannot write"), atomic_output(path) as handle:
         handle.write("never")
     with pytest.raises(UserError, match="cannot write"):

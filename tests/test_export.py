@@ -214,7 +214,10 @@ def test_a_ct2_model_of_the_wrong_kind_is_one_line(case, toy_pt, exported, capsy
         assert not (path / "ct2").exists() and (path / "model.safetensors").is_file()
     else:
         path = _bad_model(case, tmp_path, exported)
-    for main, extra in ((translate_main, ["hi"]), (evaluate_main, ["--src", str(TOY / "test.en"), "--ref", "x"])):
+    for main, extra in (
+        (translate_main, ["hi"]),
+        (evaluate_main, ["--src", str(TOY / "test.en"), "--ref", str(TOY / "test.de")]),
+    ):
         code, out, err = run(main, ["--engine", "ct2", "--model", str(path), *extra], capsys)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert "is not a CTranslate2 model folder" in err and "python -m mt.export ct2" in err

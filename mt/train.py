@@ -442,6 +442,13 @@ class Trainer:
             self.lock.release()
 
 
+def resume_command(overrides: list[str], run_dir: Path | str) -> str:
+    """The command that resumes this run: its overrides (a resumed run's own train.resume=true and
+    run directory not repeated), train.resume=true and the run directory."""
+    kept = [o for o in overrides if not o.startswith(("train.resume=", "hydra.run.dir="))]
+    return " ".join(["python -m mt.train", *kept, "train.resume=true", f"hydra.run.dir={run_dir}"])
+
+
 def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> RunMetrics:
     """Train, validate, test; returns the metrics written to run_dir/metrics.json."""
     trainer = Trainer(cfg, run_dir, overrides)
@@ -455,8 +462,7 @@ def run(cfg: MTConfig, run_dir: Path, overrides: list[str] | None = None) -> Run
         if trainer.dist.main and trainer.paths.last.exists():
             log.warning(
                 f"interrupted at step {trainer.state.step}; resumable checkpoint: {trainer.paths.last}\n"
-                f"resume with: python -m mt.train {' '.join(overrides or [])} train.resume=true "
-                f"hydra.run.dir={run_dir}"
+                f"resume with: {resume_command(overrides or [], run_dir)}"
             )
         trainer.write_metrics("interrupted")
         raise

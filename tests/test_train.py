@@ -146,6 +146,15 @@ def test_sigint_saves_a_resumable_checkpoint(tmp_path):
     assert "resume with: python -m mt.train" in log.read_text()  # what the terminal said is in train.log too
 
 
+def test_the_resume_command_names_each_setting_once():
+    from mt.train import resume_command
+
+    first = resume_command(["train=full", "train.max_minutes=0"], "runs/a")
+    assert first == "python -m mt.train train=full train.max_minutes=0 train.resume=true hydra.run.dir=runs/a"
+    again = resume_command(["train=full", "train.resume=true", "hydra.run.dir=runs/a"], "runs/a")  # resumed, stopped
+    assert again == "python -m mt.train train=full train.resume=true hydra.run.dir=runs/a"
+
+
 def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     atomic_torch_save(path, {"format": "mt-checkpoint", "version": 1, "step": 1})

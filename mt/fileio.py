@@ -140,8 +140,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """How the project writes a JSON file: indented, UTF-8 as is, a final newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:

@@ -23,7 +23,6 @@ maxima agree (unclear words stay unaligned: higher precision, docs/alignment.md 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -73,7 +72,14 @@ from mt.cli import (
     setup_device,
 )
 from mt.errors import UserError, exit_on_user_error
-from mt.fileio import atomic_output, atomic_torch_save, check_writable, read_lines, refuse_output_over_input
+from mt.fileio import (
+    atomic_output,
+    atomic_torch_save,
+    check_writable,
+    json_text,
+    read_lines,
+    refuse_output_over_input,
+)
 from mt.model_folder import is_model_folder
 from mt.paths import ALIGNMENT_GOLD
 from mt.rundir import model_file
@@ -283,7 +289,7 @@ def _write_lines(handle: TextIO | None, lines: Iterable[str]) -> None:
 
 
 def _write_json(handle: TextIO, obj: Any) -> None:
-    handle.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")  # as mt.fileio.atomic_write_json
+    handle.write(json_text(obj))
 
 
 def run_extract(args: argparse.Namespace) -> None:

@@ -32,6 +32,7 @@ class Split:
     src: Sequence[list[int]]
     tgt: Sequence[list[int]]
     align: PieceLinks | None = None  # teacher links per pair (training the aligning heads)
+    source: np.ndarray | None = None  # training mix of data.corpora: each pair's corpus index (-1: extra pairs)
 
     def __len__(self) -> int:
         return len(self.src)

@@ -49,6 +49,7 @@ class TrainState:
     step: int = 0  # optimizer updates done
     epoch: int = 0
     batch_in_epoch: int = 0  # next batch of this epoch's order
+    finish_epoch: int = -1  # the first epoch on data.finish_on alone (-1: not reached, or none)
     best_bleu: float = -1.0
     best_step: int = 0
     bad_validations: int = 0

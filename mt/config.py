@@ -180,6 +180,11 @@ class DataConfig(CorpusConfig):
     # Several corpora (name -> its settings; their format, dir, splits, columns, held_out and weight
     # instead of the top level's): one tokenizer, trained on the mix; validated and tested per corpus.
     corpora: dict[str, CorpusConfig] = field(default_factory=dict)
+    # Gradual fine-tuning: the last `finish_updates` of train.max_steps updates draw their batches
+    # from this corpus of data.corpora alone (the mix before them, so the model ends in its domain);
+    # "" = the mix to the end. A time limit (train.max_minutes) that stops training first skips it.
+    finish_on: str = ""
+    finish_updates: int = 0
     # Extra training pairs appended as is (e.g. alignment gold sentences); "" = none.
     extra_train_src: str = ""
     extra_train_tgt: str = ""
@@ -213,7 +218,7 @@ class DataConfig(CorpusConfig):
         corpus keys are left out."""
         record = asdict(self)
         unset = asdict(DataConfig(name=self.name))
-        for key in ("columns", "strict", "header", "held_out", "weight", "corpora"):
+        for key in ("columns", "strict", "header", "held_out", "weight", "corpora", "finish_on", "finish_updates"):
             if record[key] == unset[key]:
                 record.pop(key)
         if self.corpora:
@@ -234,6 +239,13 @@ class DataConfig(CorpusConfig):
             bool(self.extra_train_src) == bool(self.extra_train_tgt),
             "extra_train_tgt",
             "and data.extra_train_src go together",
+        )
+        c.at_least(0, "finish_updates")
+        c.require(bool(self.finish_on) == (self.finish_updates > 0), "finish_updates", "and data.finish_on go together")
+        c.require(
+            not self.finish_on or self.finish_on in self.corpora,
+            "finish_on",
+            f"must name a corpus of data.corpora ({', '.join(self.corpora) or 'none listed'})",
         )
         found = c.found
         if not self.corpora:
@@ -445,6 +457,11 @@ class MTConfig:
         if self.data.max_len > self.model.max_positions:
             found.append(
                 f"data.max_len ({self.data.max_len}) must not exceed model.max_positions ({self.model.max_positions})"
+            )
+        if self.data.finish_updates and not 0 < self.data.finish_updates < self.train.max_steps:
+            found.append(
+                f"data.finish_updates ({self.data.finish_updates}) counts the last of train.max_steps updates: "
+                f"it needs train.max_steps > {self.data.finish_updates} (it is {self.train.max_steps})"
             )
         if self.model.align_null and self.train.align_weight <= 0:
             found.append("model.align_null trains the aligning heads: it needs train.align_weight > 0")

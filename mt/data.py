@@ -475,6 +475,9 @@ def load_corpus(cfg: DataConfig, corpus: CorpusConfig, splits: tuple[str, ...] =
     return parts
 
 
+MIX_SOURCE_COLUMN = "corpus"  # the training mix's column: index in data.corpora of each pair's corpus (-1: extra)
+
+
 def mix_rows(n: int, weight: float) -> np.ndarray:
     """Rows of a corpus of n training pairs in the mix: floor(weight) copies of every row, then a
     fixed sample (seeded, in corpus order) of round(fraction * n) rows for the fractional part."""
@@ -490,9 +493,10 @@ def training_mix(cfg: DataConfig, trains: list[tuple[CorpusConfig, datasets.Data
         ds = trains[0][1]
     else:
         parts, counts = [], []
-        for corpus, train in trains:
+        for index, (corpus, train) in enumerate(trains):
             part = train if corpus.weight == 1 else train.select(mix_rows(len(train), corpus.weight))
-            parts.append(part)
+            # Which corpus each pair came from survives filtering (data.finish_on trains on one alone).
+            parts.append(part.add_column(MIX_SOURCE_COLUMN, np.full(len(part), index, dtype=np.int16)))
             counts.append(f"{corpus.name} {len(train):,} x {corpus.weight:g} = {len(part):,}")
         ds = datasets.concatenate_datasets(parts)
         log.info(f"training mix: {'; '.join(counts)} -> {len(ds):,} pairs")
@@ -502,9 +506,10 @@ def training_mix(cfg: DataConfig, trains: list[tuple[CorpusConfig, datasets.Data
             if not p.is_file():
                 raise UserError(f"extra training file not found: {p}")
         extra_src, extra_tgt = _paired(es, et, read_lines(es), read_lines(et))
-        extra = datasets.Dataset.from_dict(
-            {"src": extra_src * cfg.extra_train_repeat, "tgt": extra_tgt * cfg.extra_train_repeat}
-        )
+        columns = {"src": extra_src * cfg.extra_train_repeat, "tgt": extra_tgt * cfg.extra_train_repeat}
+        if MIX_SOURCE_COLUMN in ds.column_names:  # from no corpus of the mix
+            columns[MIX_SOURCE_COLUMN] = np.full(len(columns["src"]), -1, dtype=np.int16)
+        extra = datasets.Dataset.from_dict(columns, features=ds.features)
         ds = datasets.concatenate_datasets([ds, extra])
     if len(ds) == 0:
         raise UserError(f"the train split of data={cfg.name} is empty")
@@ -545,6 +550,8 @@ def tokenizer_key(cfg: DataConfig) -> str:
     fields.pop("max_len")
     fields.pop("cache_dir")
     fields.pop("align_gold")  # scored at validation, never seen by the tokenizer
+    fields.pop("finish_on", None)  # when a corpus trains alone, not what the tokenizer reads
+    fields.pop("finish_updates", None)
     if any(corpus.held_out.enabled for corpus in cfg.corpus_list()):
         fields["held_out_method"] = HELD_OUT_METHOD  # a new way of splitting: other training pairs
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
@@ -705,11 +712,12 @@ def encode_split(
     empty = (src_len == 0) | (tgt_len == 0)
     too_long = ~empty & ((src_len + 1 > cfg.max_len) | (tgt_len + 1 > cfg.max_len))
     keep = np.flatnonzero(~empty & ~too_long)
+    source = enc.data.column(MIX_SOURCE_COLUMN).to_numpy()[keep] if MIX_SOURCE_COLUMN in enc.column_names else None
     if len(keep) < len(enc):
         enc, src_ids, tgt_ids = enc.select(keep), src_ids.select(keep), tgt_ids.select(keep)
     # Text columns stay lazy (read from the Arrow file on demand): only the ids feed training.
     report = FilterReport(len(keep), int(empty.sum()), int(too_long.sum()))
-    return Split(enc["src"], enc["tgt"], src_ids, tgt_ids), report
+    return Split(enc["src"], enc["tgt"], src_ids, tgt_ids, source=source), report
 
 
 def held_out_key(corpus: str, split: str, single: bool) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -94,11 +95,24 @@ class Trainer:
             self._score_teacher()
         self.teacher = None  # train.align holds the links (with null links, a second copy)
         self.src_lens, self.tgt_lens = self.data.splits["train"].lengths()
+        self.finish_rows = self._finish_rows()
         if cfg.data.corpora:
             log.info(f"checkpoint selection: {selection_rule(self.data.corpora)}")
         precision = self.engine.amp_dtype or "fp32"
         log.info(f"model: {model.num_parameters():,} parameters, device {self.device}, precision {precision}")
         self.write_metrics("running")
+
+    def _finish_rows(self) -> np.ndarray | None:
+        """The training pairs of data.finish_on (the corpus the last updates train on alone)."""
+        data = self.cfg.data
+        if not data.finish_on:
+            return None
+        source = self.data.splits["train"].source
+        assert source is not None, "a training mix of data.corpora records each pair's corpus"
+        rows = np.flatnonzero(source == self.data.corpora.index(data.finish_on))
+        if len(rows) == 0:
+            raise UserError(f"data.finish_on={data.finish_on} has no training pairs in the mix (is its weight 0?)")
+        return rows
 
     def _score_teacher(self) -> None:
         scored = scoring.teacher_on_gold(self.teacher, self.data.splits["train"], self.gold)
@@ -206,6 +220,8 @@ class Trainer:
         self.window, self.consecutive_bad, self.last_validated = Throughput(), 0, -1
         try:
             while not self._finished():
+                if self._finish_due():
+                    self._start_finish()
                 plan = self._epoch_plan()
                 if st.batch_in_epoch >= plan.usable:  # e.g. resumed with other batching settings
                     self._next_epoch()
@@ -220,11 +236,38 @@ class Trainer:
     def _updates_per_group(self) -> int:
         return self.tc.accumulate * self.dist.world  # batches consumed by one update across all ranks
 
+    def _finish_due(self) -> bool:
+        """The mix has had its updates: what is left of training draws from data.finish_on alone."""
+        data, st = self.cfg.data, self.state
+        return bool(data.finish_on) and st.finish_epoch < 0 and st.step >= self.tc.max_steps - data.finish_updates
+
+    def _start_finish(self) -> None:
+        # A new epoch (its own batch order, over the one corpus), so a resumed run knows where it began.
+        st = self.state
+        if st.batch_in_epoch > 0:
+            self._next_epoch()
+        st.finish_epoch = st.epoch
+        corpus, rows = self.cfg.data.finish_on, self.finish_rows
+        log.info(
+            f"step {st.step}: the last {self.tc.max_steps - st.step} updates train on {corpus} alone "
+            f"({len(rows):,} of the mix's {len(self.src_lens):,} pairs), from epoch {st.epoch}"
+        )
+
     def _epoch_plan(self) -> EpochPlan:
         st, tc = self.state, self.tc
+        finishing = self.finish_rows is not None and 0 <= st.finish_epoch <= st.epoch
+        rows = self.finish_rows if finishing else np.arange(len(self.src_lens))
         plan = epoch_plan(
-            self.src_lens, self.tgt_lens, tc.max_tokens, tc.seed, st.epoch, self._updates_per_group(), self.dist.world
+            self.src_lens[rows],
+            self.tgt_lens[rows],
+            tc.max_tokens,
+            tc.seed,
+            st.epoch,
+            self._updates_per_group(),
+            self.dist.world,
         )
+        if finishing:  # batches of positions in `rows` -> of rows of the training split
+            plan = EpochPlan([rows[batch] for batch in plan.batches], plan.usable)
         if st.batch_in_epoch == 0 and st.epoch == 0:
             waste = padding_waste(plan.batches, self.src_lens, self.tgt_lens)
             log.info(f"epoch of {len(plan.batches)} batches, padding waste {100 * waste:.1f}%")
@@ -241,7 +284,7 @@ class Trainer:
     def _run_epoch(self, plan: EpochPlan) -> bool:
         """Updates until the epoch ends or training is finished; True to stop early."""
         st, train, per_update = self.state, self.data.splits["train"], self._updates_per_group()
-        while st.batch_in_epoch < plan.usable and not self._finished():
+        while st.batch_in_epoch < plan.usable and not self._finished() and not self._finish_due():
             start = time.perf_counter()
             group = plan.batches[st.batch_in_epoch : st.batch_in_epoch + per_update]
             micro_batches = [collate(train, idx) for idx in distributed.shard(group, self.dist, self.tc.accumulate)]

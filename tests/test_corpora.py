@@ -5,11 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
+import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from mt.config import CorpusConfig, DataConfig, HeldOutConfig, ModelConfig, validate
 from mt.data import held_out_rows, load_corpus, mix_rows, prepare, sentence_keys, training_mix
@@ -630,3 +634,80 @@ def test_model_card_of_one_corpus_shows_its_multi_reference_score():
     text = "\n".join(_results_section(loaded, Path("best.pt"), RunFiles(None, metrics)))
     assert "test BLEU (heldout, beam 5" in text and "27.00" in text
     assert "heldout, 1000 distinct sources against all their references) | 33.50 / 51.25 `nrefs:var`" in text
+
+
+def test_the_mix_records_each_pairs_corpus_through_filtering(tmp_path):
+    cfg = two_corpora(tmp_path, weights=(0.5, 2.0))
+    train = prepare(cfg).splits["train"]
+    assert np.bincount(train.source).tolist() == [240, 2 * 68]
+    short = prepare(replace(cfg, max_len=28)).splits["train"]  # drops the longer toy pairs
+    assert 0 < len(short) < len(train) and len(short.source) == len(short)
+    # the tab pairs are the ones starting "the "; after filtering each row still has its own corpus
+    assert [s.startswith("the ") for s in short.src_text] == (short.source == 1).tolist()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"finish_on": "nope", "finish_updates": 5}, "data.finish_on must name a corpus of data.corpora (toy, tab)"),
+        ({"finish_on": "tab"}, "data.finish_updates and data.finish_on go together"),
+        ({"finish_updates": 5}, "data.finish_updates and data.finish_on go together"),
+        ({"finish_on": "tab", "finish_updates": 12}, "it needs train.max_steps > 12 (it is 12)"),
+    ],
+)
+def test_finish_on_settings_are_checked(tmp_path, changes, message):
+    cfg = toy_config(tmp_path, max_steps=12)
+    cfg.data = replace(two_corpora(tmp_path), **changes)
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate(cfg)
+
+
+def test_finish_on_needs_several_corpora(tmp_path):
+    cfg = toy_config(tmp_path, max_steps=12)
+    cfg.data.finish_on, cfg.data.finish_updates = "toy", 5
+    with pytest.raises(UserError, match=re.escape("must name a corpus of data.corpora (none listed)")):
+        validate(cfg)
+
+
+def finishing_config(tmp_path, **train):
+    cfg = toy_config(tmp_path, max_steps=12, eval_every=0, max_tokens=256, valid_max_sentences=5, **train)
+    cfg.data = replace(two_corpora(tmp_path), finish_on="tab", finish_updates=5)
+    cfg.decode.max_len_b = 3  # an untrained model: keep decoding short
+    return validate(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at", [7, 9])  # where the finishing phase starts (12 - 5), and inside it
+def test_the_last_updates_train_on_the_finish_corpus_and_resume_exactly(tmp_path, monkeypatch, caplog, stop_at):
+    import mt.train as train_module
+    from mt.checkpoint import read
+
+    seen = []  # the corpora of each update's pairs (one batch per update)
+    collate = train_module.collate
+    monkeypatch.setattr(
+        train_module, "collate", lambda split, rows: seen.append(split.source[rows]) or collate(split, rows)
+    )
+    full = tmp_path / "full"
+    caplog.set_level(logging.INFO, logger="mt.train")
+    train_module.run(finishing_config(tmp_path), full)
+    assert len(seen) == 12
+    assert 0 in np.concatenate(seen[:7])  # the mix (toy's 480 pairs and tab's 68, bucketed by length)
+    assert all(set(rows.tolist()) == {1} for rows in seen[7:])  # then tab alone
+    assert "step 7: the last 5 updates train on tab alone (68 of the mix's 548 pairs)" in caplog.text
+
+    after_update = train_module.Trainer._after_update
+
+    def stop_before(self, stats, seconds, end_of_epoch):  # as if Ctrl-C came during update stop_at
+        if self.state.step + 1 == stop_at:
+            self.stop_signal = signal.SIGINT
+        return after_update(self, stats, seconds, end_of_epoch)
+
+    split = tmp_path / "split"
+    monkeypatch.setattr(train_module.Trainer, "_after_update", stop_before)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.run(finishing_config(tmp_path), split)
+    assert read(split / "checkpoints" / "last.pt")["train_state"]["step"] == stop_at
+    monkeypatch.setattr(train_module.Trainer, "_after_update", after_update)
+    train_module.run(finishing_config(tmp_path, resume=True), split)
+    a, b = read(full / "checkpoints" / "last.pt")["model"], read(split / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import sys
 import time
@@ -110,8 +111,25 @@ class Trainer:
         source = self.data.splits["train"].source
         assert source is not None, "a training mix of data.corpora records each pair's corpus"
         rows = np.flatnonzero(source == self.data.corpora.index(data.finish_on))
+        name, tc = data.finish_on, self.tc
         if len(rows) == 0:
-            raise UserError(f"data.finish_on={data.finish_on} has no training pairs in the mix (is its weight 0?)")
+            raise UserError(f"data.finish_on={name} has no training pairs in the mix (is its weight 0?)")
+        # Checked now, not after the mixed updates: each pass over the corpus is an epoch.
+        per_update = self._updates_per_group()
+        plan = epoch_plan(
+            self.src_lens[rows], self.tgt_lens[rows], tc.max_tokens, tc.seed, 0, per_update, self.dist.world
+        )
+        if plan.usable == 0:
+            raise UserError(
+                f"data.finish_on={name}'s {len(rows):,} training pairs give {len(plan.batches)} batches, fewer than "
+                f"one update needs (train.accumulate x processes = {per_update})"
+            )
+        self.finish_epochs = math.ceil(data.finish_updates / math.ceil(plan.usable / per_update))
+        if self.finish_epochs >= tc.max_epochs:
+            raise UserError(
+                f"data.finish_updates={data.finish_updates} takes about {self.finish_epochs} passes over "
+                f"data.finish_on={name}'s pairs: raise train.max_epochs ({tc.max_epochs})"
+            )
         return rows
 
     def _score_teacher(self) -> None:
@@ -252,6 +270,11 @@ class Trainer:
             f"step {st.step}: the last {self.tc.max_steps - st.step} updates train on {corpus} alone "
             f"({len(rows):,} of the mix's {len(self.src_lens):,} pairs), from epoch {st.epoch}"
         )
+        if st.epoch + self.finish_epochs > self.tc.max_epochs:
+            log.warning(
+                f"train.max_epochs ({self.tc.max_epochs}) may stop training before these updates: "
+                f"they take about {self.finish_epochs} passes over {corpus}"
+            )
 
     def _epoch_plan(self) -> EpochPlan:
         st, tc = self.state, self.tc

@@ -669,8 +669,23 @@ def test_finish_on_needs_several_corpora(tmp_path):
         validate(cfg)
 
 
+@pytest.mark.slow
+def test_finish_on_that_outlasts_max_epochs_is_refused_before_training(tmp_path):
+    from mt.train import run
+
+    with pytest.raises(
+        UserError, match=r"takes about \d+ passes over data.finish_on=tab's pairs: raise train.max_epochs"
+    ):
+        cfg = finishing_config(tmp_path, max_steps=40, max_epochs=3)
+        cfg.data.finish_updates = 30  # tab's 68 pairs make about 7 batches of 256 tokens: 5 passes
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
 def finishing_config(tmp_path, **train):
-    cfg = toy_config(tmp_path, max_steps=12, eval_every=0, max_tokens=256, valid_max_sentences=5, **train)
+    cfg = toy_config(
+        tmp_path, **{"max_steps": 12, "eval_every": 0, "max_tokens": 256, "valid_max_sentences": 5, **train}
+    )
     cfg.data = replace(two_corpora(tmp_path), finish_on="tab", finish_updates=5)
     cfg.decode.max_len_b = 3  # an untrained model: keep decoding short
     return validate(cfg)

@@ -115,10 +115,7 @@ class Trainer:
         if len(rows) == 0:
             raise UserError(f"data.finish_on={name} has no training pairs in the mix (is its weight 0?)")
         # Checked now, not after the mixed updates: each pass over the corpus is an epoch.
-        per_update = self._updates_per_group()
-        plan = epoch_plan(
-            self.src_lens[rows], self.tgt_lens[rows], tc.max_tokens, tc.seed, 0, per_update, self.dist.world
-        )
+        per_update, plan = self._updates_per_group(), self._plan(rows, epoch=0)
         if plan.usable == 0:
             raise UserError(
                 f"data.finish_on={name}'s {len(rows):,} training pairs give {len(plan.batches)} batches, fewer than "
@@ -276,21 +273,20 @@ class Trainer:
                 f"they take about {self.finish_epochs} passes over {corpus}"
             )
 
-    def _epoch_plan(self) -> EpochPlan:
-        st, tc = self.state, self.tc
-        finishing = self.finish_rows is not None and 0 <= st.finish_epoch <= st.epoch
-        rows = self.finish_rows if finishing else np.arange(len(self.src_lens))
+    def _plan(self, rows: np.ndarray | None, epoch: int) -> EpochPlan:
+        """The batches of an epoch over the training split, or over its `rows` only."""
+        tc, per_update = self.tc, self._updates_per_group()
+        if rows is None:
+            return epoch_plan(self.src_lens, self.tgt_lens, tc.max_tokens, tc.seed, epoch, per_update, self.dist.world)
         plan = epoch_plan(
-            self.src_lens[rows],
-            self.tgt_lens[rows],
-            tc.max_tokens,
-            tc.seed,
-            st.epoch,
-            self._updates_per_group(),
-            self.dist.world,
+            self.src_lens[rows], self.tgt_lens[rows], tc.max_tokens, tc.seed, epoch, per_update, self.dist.world
         )
-        if finishing:  # batches of positions in `rows` -> of rows of the training split
-            plan = EpochPlan([rows[batch] for batch in plan.batches], plan.usable)
+        return EpochPlan([rows[batch] for batch in plan.batches], plan.usable)  # positions in rows -> rows
+
+    def _epoch_plan(self) -> EpochPlan:
+        st = self.state
+        finishing = self.finish_rows is not None and 0 <= st.finish_epoch <= st.epoch
+        plan = self._plan(self.finish_rows if finishing else None, st.epoch)
         if st.batch_in_epoch == 0 and st.epoch == 0:
             waste = padding_waste(plan.batches, self.src_lens, self.tgt_lens)
             log.info(f"epoch of {len(plan.batches)} batches, padding waste {100 * waste:.1f}%")

@@ -35,12 +35,26 @@ def attend(
     return out, weights
 
 
+def dropout_keep_scale(x: Tensor, p: float) -> Tensor:
+    """A mask shaped like x: 0 (dropped) or 1/(1 - p') (kept), with p' = p rounded to 1/65536.
+
+    Why not rand_like: on a CPU the random generator is serial and was most of dropout's time.
+    One 64-bit draw here gives four elements' 16 random bits, so masks cost about half as much.
+    """
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)  # all 64 bits
+    dropped = min(round(p * 65536), 65535)  # of the 65,536 values of an int16; p < 1 keeps one
+    keep = bits.view(torch.int16)[:n].to(x.dtype)  # uniform over [-32768, 32767]
+    keep.ge_(dropped - 32768).mul_(65536 / (65536 - dropped))
+    return keep.view(x.shape)
+
+
 class _MaskDropout(torch.autograd.Function):
-    """Dropout with a mask from rand_like: on a CPU twice as fast as bernoulli_ (forward + backward)."""
+    """Dropout with the mask of dropout_keep_scale, saved for the backward pass."""
 
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:
-        keep = torch.rand_like(x).ge_(p).div_(1.0 - p)  # 0 or 1/(1-p), P(keep) = 1 - p
+        keep = dropout_keep_scale(x, p)
         ctx.save_for_backward(keep)
         return x * keep
 
@@ -51,7 +65,7 @@ class _MaskDropout(torch.autograd.Function):
 
 
 class Dropout(nn.Module):
-    """nn.Dropout, with the faster mask on CPU float32 (CUDA's fused kernel is kept there)."""
+    """nn.Dropout, with the cheaper mask on CPU float32 (CUDA's fused kernel is kept there)."""
 
     def __init__(self, p: float):
         super().__init__()

@@ -149,3 +149,19 @@ def test_bench_decode_times_this_tree_against_a_git_revision(trained_run, tmp_pa
         assert 0 <= timing["same_best_translation"] <= sentences
         assert f"{search}: " in proc.stdout
     assert not benchmark_worktrees()  # the temporary checkout is removed
+
+
+def test_bench_dropout_times_both_masks_on_the_toy_corpus(tmp_path):
+    out = tmp_path / "dropout.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_dropout.py"), "--steps", "2", "--block", "1"]
+    cmd += ["--warmup", "1", "--reps", "1", "--json", str(out), "--set", "data=toy", f"data.dir={TOY}"]
+    cmd += [f"data.cache_dir={tmp_path / 'cache'}", "model=tiny", "train.threads=1", "train.max_tokens=256"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["activation_shape"] == [256, 128]  # max_tokens x model=tiny's ffn_dim
+    assert set(result["mask_ms"]) == {"dropout_keep_scale", "rand_like"}
+    assert result["mask_speedup"] == pytest.approx(
+        result["mask_ms"]["rand_like"]["mask"] / result["mask_ms"]["dropout_keep_scale"]["mask"]
+    )
+    assert len(result["training_step_speedup_per_block"]) == 2

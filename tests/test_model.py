@@ -156,11 +156,29 @@ def test_dropout_keeps_one_minus_p_scales_and_masks_the_gradient():
 
     torch.manual_seed(0)
     drop = Dropout(0.3).train()
-    x = torch.ones(200_000, requires_grad=True)
+    x = torch.ones(200_001, requires_grad=True)  # not a multiple of the four masks one random draw gives
     y = drop(x)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.7) < 0.01
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    # each of the four 16-bit lanes of a 64-bit draw keeps 1 - p (a lane with a constant bit would not)
+    for lane in range(4):
+        assert abs(kept[lane::4].float().mean().item() - 0.7) < 0.01, lane
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7), rtol=1e-4, atol=0)
     y.sum().backward()
     torch.testing.assert_close(x.grad, y.detach())  # d(x * keep)/dx = keep
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_dropout_mask_is_unbiased_and_follows_the_seed():
+    from mt.model import dropout_keep_scale
+
+    x = torch.zeros(7, 1001)
+    for p in (0.1, 0.3, 0.5):
+        torch.manual_seed(1)
+        keep = dropout_keep_scale(x, p)
+        assert keep.shape == x.shape and keep.dtype == x.dtype
+        assert set(keep.unique().tolist()) <= {0.0, keep.max().item()}
+        assert abs(keep.mean().item() - 1.0) < 0.02, p  # E[mask] = 1: no rescaling needed at test time
+        torch.manual_seed(1)
+        assert torch.equal(dropout_keep_scale(x, p), keep)  # the global generator: resume restores it
+    assert torch.equal(dropout_keep_scale(x, 0.0), torch.ones_like(x))

@@ -39,14 +39,18 @@ def dropout_keep_scale(x: Tensor, p: float) -> Tensor:
     """A mask shaped like x: 0 (dropped) or 1/(1 - p') (kept), with p' = p rounded to 1/65536.
 
     Why not rand_like: on a CPU the random generator is serial and was most of dropout's time.
-    One 64-bit draw here gives four elements' 16 random bits, so masks cost about half as much.
+    One 64-bit draw here gives the 16 random bits of four mask elements: about half the cost.
     """
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)  # all 64 bits
-    dropped = min(round(p * 65536), 65535)  # of the 65,536 values of an int16; p < 1 keeps one
-    keep = bits.view(torch.int16)[:n].to(x.dtype)  # uniform over [-32768, 32767]
-    keep.ge_(dropped - 32768).mul_(65536 / (65536 - dropped))
-    return keep.view(x.shape)
+    return keep_scale_from_bits(bits.view(torch.int16)[:n], p).to(x.dtype).view(x.shape)
+
+
+def keep_scale_from_bits(bits: Tensor, p: float) -> Tensor:
+    """int16 values, uniform over [-32768, 32767] -> float32 mask: the round(p * 65536) lowest dropped."""
+    dropped = min(round(p * 65536), 65535)  # p just below 1 would round to 65536: divide by zero
+    keep = bits.to(torch.float32)  # exact for int16; compared in float32 as a low-precision x would round
+    return keep.ge_(dropped - 32768).mul_(65536 / (65536 - dropped))
 
 
 class _MaskDropout(torch.autograd.Function):

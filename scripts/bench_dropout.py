@@ -1,4 +1,4 @@
-"""Dropout masks on the CPU: mt.model.dropout_keep_scale (four masks per 64-bit random draw)
+"""Dropout masks on the CPU: mt.model.dropout_keep_scale (four mask elements per 64-bit random draw)
 against the rand_like mask it replaced, in one process, on the same data.
 
     python scripts/bench_dropout.py [--steps 20] [--block 5] [--warmup 2] [--set train.threads=1 ...]

@@ -11,7 +11,7 @@ label_smoothing=eps)`, AdamW. It matches the config in every setting that change
 arithmetic: D, heads, encoder/decoder layers, FFN size and activation, dropout, pre/post norm,
 sinusoidal or learned positions, tied embeddings, vocabulary sizes; the learning-rate schedule
 (mt.engine.learning_rate), gradient clipping and autocast precision of train.*. None of mt's
-speed-ups: no one-pass loss with a written-out gradient (mt/loss.py), no rand_like dropout masks
+speed-ups: no one-pass loss with a written-out gradient (mt/loss.py), no cheaper dropout masks
 (mt.model.Dropout). Logits are computed at the real target positions only (as mt does), so the
 comparison does not charge the baseline for padding in the output layer.
 

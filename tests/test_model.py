@@ -156,7 +156,7 @@ def test_dropout_keeps_one_minus_p_scales_and_masks_the_gradient():
 
     torch.manual_seed(0)
     drop = Dropout(0.3).train()
-    x = torch.ones(200_001, requires_grad=True)  # not a multiple of the four masks one random draw gives
+    x = torch.ones(200_001, requires_grad=True)  # not a multiple of the four elements one random draw masks
     y = drop(x)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.7) < 0.01
@@ -169,16 +169,29 @@ def test_dropout_keeps_one_minus_p_scales_and_masks_the_gradient():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_dropout_mask_is_unbiased_and_follows_the_seed():
+def test_dropout_mask_drops_exactly_the_rounded_share_and_scales_to_an_expectation_of_one():
+    from mt.model import keep_scale_from_bits
+
+    every_int16 = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    for p in (0.0, 0.1, 0.3, 0.5, 0.999999):
+        keep = keep_scale_from_bits(every_int16, p)
+        dropped = min(round(p * 65536), 65535)
+        assert int((keep == 0).sum()) == dropped, p  # over all 65,536 equally likely values: exact
+        assert keep.dtype == torch.float32
+        assert torch.all(keep[dropped:] == torch.tensor(65536 / (65536 - dropped), dtype=torch.float32)), p
+        assert keep.double().mean().item() == pytest.approx(1.0, abs=1e-6), p
+
+
+def test_dropout_mask_follows_the_global_generator():
     from mt.model import dropout_keep_scale
 
-    x = torch.zeros(7, 1001)
-    for p in (0.1, 0.3, 0.5):
-        torch.manual_seed(1)
-        keep = dropout_keep_scale(x, p)
-        assert keep.shape == x.shape and keep.dtype == x.dtype
-        assert set(keep.unique().tolist()) <= {0.0, keep.max().item()}
-        assert abs(keep.mean().item() - 1.0) < 0.02, p  # E[mask] = 1: no rescaling needed at test time
-        torch.manual_seed(1)
-        assert torch.equal(dropout_keep_scale(x, p), keep)  # the global generator: resume restores it
-    assert torch.equal(dropout_keep_scale(x, 0.0), torch.ones_like(x))
+    x = torch.zeros(3, 5, 1001, dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    keep = dropout_keep_scale(x, 0.3)
+    assert keep.shape == x.shape and keep.dtype == x.dtype
+    assert abs((keep > 0).float().mean().item() - 0.7) < 0.01
+    assert not torch.equal(dropout_keep_scale(x, 0.3), keep)  # the generator moved on
+    torch.set_rng_state(state)  # what resume restores
+    assert torch.equal(dropout_keep_scale(x, 0.3), keep)
+    assert dropout_keep_scale(torch.zeros(0, 4), 0.1).shape == (0, 4)

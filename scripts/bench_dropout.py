@@ -30,6 +30,11 @@ from mt.device import cpu_info
 from mt.errors import exit_on_user_error
 from mt.train import Trainer
 
+if __package__:  # python -m scripts.bench_dropout
+    from .bench_train import timed_block
+else:  # python scripts/bench_dropout.py (scripts/ is on sys.path)
+    from bench_train import timed_block
+
 NEW_MASK = mt.model.dropout_keep_scale
 
 
@@ -82,6 +87,11 @@ def main() -> None:
             )
 
     engine = trainer.engine
+
+    def update(batch, step: int) -> float:
+        stats = engine.update([batch], step=step)
+        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
+
     train = trainer.data.splits["train"]
     order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
     batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
@@ -92,18 +102,15 @@ def main() -> None:
         for mask in MASKS.values():
             mt.model.dropout_keep_scale = mask
             step += 1
-            engine.update([batch], step=step)
+            update(batch, step)
     for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
         block = batches[first : first + args.block]
         names = list(MASKS) if k % 2 == 0 else list(MASKS)[::-1]
         block_seconds = {}
         for name in names:
             mt.model.dropout_keep_scale = MASKS[name]
-            start = time.perf_counter()
-            for batch in block:
-                step += 1
-                engine.update([batch], step=step)
-            block_seconds[name] = time.perf_counter() - start
+            block_seconds[name], _ = timed_block(update, block, step + 1, engine.device)
+            step += len(block)
             seconds[name] += block_seconds[name]
         block_speedups.append(block_seconds["rand_like"] / block_seconds["dropout_keep_scale"])
     mt.model.dropout_keep_scale = NEW_MASK

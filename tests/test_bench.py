@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -165,3 +166,89 @@ def test_bench_dropout_times_both_masks_on_the_toy_corpus(tmp_path):
         result["mask_ms"]["rand_like"]["mask"] / result["mask_ms"]["dropout_keep_scale"]["mask"]
     )
     assert len(result["training_step_speedup_per_block"]) == 2
+
+
+_spec = importlib.util.spec_from_file_location("bench_gemm", ROOT / "scripts" / "bench_gemm.py")
+bench_gemm = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bench_train", bench_train)  # for its `from bench_train import timed_block`
+_spec.loader.exec_module(bench_gemm)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_openblas_linear_matches_nn_linear_forward_and_gradients(bias):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40, bias=bias)
+    twin = bench_gemm.OpenBLASLinear(24, 40, bias=bias)
+    twin.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 7, 24, requires_grad=True)  # [B,T,in], as the model calls its layers
+    x_twin = x.detach().clone().requires_grad_(True)
+    grad_out = torch.randn(3, 7, 40)
+    y, y_twin = layer(x), twin(x_twin)
+    assert y_twin.shape == (3, 7, 40)
+    torch.testing.assert_close(y_twin, y, rtol=1e-5, atol=1e-5)
+    y.backward(grad_out)
+    y_twin.backward(grad_out)
+    torch.testing.assert_close(x_twin.grad, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(twin.weight.grad, layer.weight.grad, rtol=1e-5, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(twin.bias.grad, layer.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_set_linear_class_switches_every_layer_and_keeps_the_weights():
+    model = Transformer(toy_model_config(), VOCAB, VOCAB)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n = bench_gemm.set_linear_class(model, bench_gemm.OpenBLASLinear)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert n == len(linears) > 0 and all(type(m) is bench_gemm.OpenBLASLinear for m in linears)
+    batch = fixed_batch()
+    model.eval()
+    with torch.no_grad():
+        logits_numpy, _ = model(batch.src, batch.tgt_in)
+        bench_gemm.set_linear_class(model, torch.nn.Linear)
+        logits_torch, _ = model(batch.src, batch.tgt_in)
+    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(logits_numpy, logits_torch, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _bench_gemm_cmd(tmp_path, out) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_gemm.py"), "--steps", "2", "--block", "1"]
+    cmd += ["--warmup", "1", "--reps", "1", "--json", str(out), "--set", "data=toy", f"data.dir={TOY}"]
+    return cmd + [f"data.cache_dir={tmp_path / 'cache'}", "model=tiny", "train.threads=1", "train.max_tokens=256"]
+
+
+def test_bench_gemm_times_both_backends_on_the_toy_corpus(tmp_path):
+    out = tmp_path / "gemm.json"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        _bench_gemm_cmd(tmp_path, out), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["threads"] == result["openblas_threads"] == 1
+    layers = {row["layer"] for row in result["gemm"]}
+    assert {"64->192", "64->128", "128->64"} <= layers  # model=tiny: qkv, FFN up and down
+    assert len(result["gemm"]) == 3 * len(layers)  # forward and two backward products per layer shape
+    for row in result["gemm"]:  # [M,K,N] of each product at rows = max_tokens
+        d_in, d_out = map(int, row["layer"].split("->"))
+        expected = {"forward x@W.T": [256, d_in, d_out], "backward grad@W": [256, d_out, d_in]}
+        assert row["shape"] == expected.get(row["product"], [d_out, 256, d_in])
+        assert row["numpy_over_torch"] == pytest.approx(row["gflops"]["numpy"] / row["gflops"]["torch"])
+    assert set(result["tokens_per_sec"]) == {"torch", "numpy"}
+    assert len(result["training_step_speedup_per_block"]) == 2
+    assert all(np.isfinite(v) for v in result["mean_block_loss"].values())
+
+
+def test_bench_gemm_refuses_unequal_thread_counts_in_one_line(tmp_path):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        _bench_gemm_cmd(tmp_path, tmp_path / "gemm.json"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("bench_gemm: error: torch runs 1 threads and OpenBLAS")
+    assert "Traceback" not in proc.stderr

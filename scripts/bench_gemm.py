@@ -1,0 +1,247 @@
+"""Matrix products on the CPU: torch's own BLAS (MKL in the PyPI CPU wheels) against the BLAS numpy
+ships (OpenBLAS in its PyPI wheels), on the model's own shapes and in the real training step.
+
+    python scripts/bench_gemm.py [--steps 20] [--block 5] [--warmup 2] [--set train.threads=1 ...]
+
+1. Each linear layer's three products at the recipe's batch size (rows = train.max_tokens):
+   forward x @ W.T, backward grad @ W and grad.T @ x; GFLOP/s of each backend, best of --reps,
+   the backends alternating.
+2. The real training step (mt.engine.Engine.update) on the recipe's batches with every nn.Linear
+   computed by torch, then by numpy's BLAS (OpenBLASLinear: the same three products through
+   numpy.matmul, zero-copy): blocks of --block steps, the order alternating block by block, so
+   machine noise hits both alike. Both continue training the same model.
+
+Why a script and not a setting: the two libraries keep two thread pools (torch's OpenMP workers,
+OpenBLAS's own), and each spins for a while after its work is done, so at 2 threads each slows
+the other. The JSON records the environment variables that shorten that spinning (GOMP_SPINCOUNT,
+OPENBLAS_THREAD_TIMEOUT, ...): they only act when set before the process starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mt.batching import bucket_batches, collate
+from mt.cli import compose_config
+from mt.device import cpu_info
+from mt.errors import UserError, exit_on_user_error
+from mt.fileio import atomic_write_text
+from mt.train import Trainer
+
+if __package__:  # python -m scripts.bench_gemm
+    from .bench_train import timed_block
+else:  # python scripts/bench_gemm.py (scripts/ is on sys.path)
+    from bench_train import timed_block
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")
+
+
+def numpy_blas() -> str:
+    """The BLAS numpy was built with, e.g. 'scipy-openblas 0.3.31.188.0'."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except (TypeError, KeyError):  # numpy < 1.26 prints only
+        return "unknown"
+
+
+def openblas_threads() -> int:
+    """The threads OpenBLAS starts with: OPENBLAS_NUM_THREADS, else the CPUs this process may use."""
+    value = os.environ.get("OPENBLAS_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for CPU float32 tensors through numpy (views, no copies: numpy passes a transposed
+    operand to BLAS as a transpose flag)."""
+    return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+
+
+class _OpenBLASLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        out = _mm(x.reshape(-1, x.shape[-1]), weight.detach().t())  # [N,in] @ [in,out]
+        if bias is not None:
+            out += bias.detach()
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1]).contiguous()  # [N,out]
+        grad_x = _mm(g, weight.detach()).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w = _mm(g.t(), x.detach().reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class OpenBLASLinear(nn.Linear):
+    """nn.Linear whose products run in numpy's BLAS (float32 CPU tensors; anything else: torch)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu" or self.weight.dtype != torch.float32:
+            return super().forward(x)
+        return _OpenBLASLinearFn.apply(x.contiguous(), self.weight, self.bias)
+
+
+def set_linear_class(model: nn.Module, cls: type[nn.Linear]) -> int:
+    """Switch every nn.Linear of the model to `cls` (nn.Linear or OpenBLASLinear; same parameters,
+    same state_dict) -> how many were switched."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for module in linears:
+        module.__class__ = cls
+    return len(linears)
+
+
+def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    """The distinct (in_features, out_features) of the model's linear layers."""
+    return sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)})
+
+
+def best_seconds(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gemm_table(shapes: list[tuple[int, int]], rows: int, reps: int) -> list[dict]:
+    """GFLOP/s of torch and numpy on each layer's forward and two backward products."""
+    gen = torch.Generator().manual_seed(0)
+    table = []
+    for d_in, d_out in shapes:
+        x, w, g = (torch.randn(*s, generator=gen) for s in ((rows, d_in), (d_out, d_in), (rows, d_out)))
+        products = {  # name: (a, b) for a @ b
+            "forward x@W.T": (x, w.t()),
+            "backward grad@W": (g, w),
+            "backward grad.T@x": (g.t(), x),
+        }
+        for name, (a, b) in products.items():
+            flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            run = {"torch": lambda a=a, b=b: torch.mm(a, b), "numpy": lambda a=a, b=b: _mm(a, b)}
+            seconds = dict.fromkeys(run, float("inf"))
+            for _ in range(2):  # alternate, keep each backend's best
+                for backend, fn in run.items():
+                    fn()
+                    seconds[backend] = min(seconds[backend], best_seconds(fn, reps))
+            gflops = {backend: flops / s / 1e9 for backend, s in seconds.items()}
+            table.append(
+                {
+                    "layer": f"{d_in}->{d_out}",
+                    "product": name,
+                    "shape": [a.shape[0], a.shape[1], b.shape[1]],
+                    "gflops": gflops,
+                    "numpy_over_torch": gflops["numpy"] / gflops["torch"],
+                }
+            )
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps with each backend")
+    ap.add_argument("--block", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5, help="timings of each product (best is kept)")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides")
+    ap.add_argument("--json", default="outputs/bench/gemm.json")
+    args = ap.parse_args()
+    if min(args.steps, args.block, args.reps) < 1 or args.warmup < 0:
+        ap.error("--steps, --block and --reps must be >= 1, --warmup >= 0")
+    with exit_on_user_error("bench_gemm"):
+        cfg = compose_config(["train.progress=false", *args.set])
+        trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="mt-bench-")))
+        trainer.setup()  # sets the threads as training does
+        if openblas_threads() != torch.get_num_threads():  # a fair race: the same threads on both sides
+            raise UserError(
+                f"torch runs {torch.get_num_threads()} threads and OpenBLAS would run {openblas_threads()}:"
+                f" start with OPENBLAS_NUM_THREADS={torch.get_num_threads()}"
+            )
+    model, engine = trainer.model, trainer.engine
+    table = gemm_table(linear_shapes(model), cfg.train.max_tokens, args.reps)
+    for row in table:
+        g = row["gflops"]
+        print(
+            f"{row['layer']:>10s} {row['product']:18s} {'x'.join(map(str, row['shape'])):>16s}"
+            f"  torch {g['torch']:6.1f}  numpy {g['numpy']:6.1f} GFLOP/s  ({row['numpy_over_torch']:.2f}x)"
+        )
+
+    def update(batch, step: int) -> float:
+        stats = engine.update([batch], step=step)
+        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
+
+    backends = {"torch": nn.Linear, "numpy": OpenBLASLinear}
+    train = trainer.data.splits["train"]
+    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
+    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
+    seconds = dict.fromkeys(backends, 0.0)
+    losses: dict[str, list[float]] = {name: [] for name in backends}
+    block_speedups = []
+    step = 0
+    for batch in batches[: args.warmup]:
+        for cls in backends.values():
+            set_linear_class(model, cls)
+            step += 1
+            update(batch, step)
+    for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
+        block = batches[first : first + args.block]
+        block_seconds = {}
+        for name in list(backends) if k % 2 == 0 else list(backends)[::-1]:
+            set_linear_class(model, backends[name])
+            block_seconds[name], loss = timed_block(update, block, step + 1, engine.device)
+            losses[name].append(loss)
+            step += len(block)
+            seconds[name] += block_seconds[name]
+        block_speedups.append(block_seconds["torch"] / block_seconds["numpy"])
+    linears = set_linear_class(model, nn.Linear)
+    tokens = sum(b.num_tokens for b in batches[args.warmup :])
+    result = {
+        **cpu_info(),
+        "torch": torch.__version__,
+        "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "numpy": np.__version__,
+        "numpy_blas": numpy_blas(),
+        "threads": torch.get_num_threads(),
+        "openblas_threads": openblas_threads(),
+        "environment": {name: os.environ.get(name) for name in THREAD_ENV},
+        "config": args.set,
+        "rows": cfg.train.max_tokens,
+        "gemm": table,
+        "linear_layers": linears,
+        "steps": args.steps,
+        "tokens_per_sec": {name: tokens / s for name, s in seconds.items()},
+        "mean_block_loss": {name: statistics.mean(v) for name, v in losses.items()},
+        "training_step_speedup": seconds["torch"] / seconds["numpy"],
+        "training_step_speedup_per_block": block_speedups,
+        "training_step_speedup_per_block_median": statistics.median(block_speedups),
+    }
+    tps = result["tokens_per_sec"]
+    print(
+        f"training step ({result['threads']} threads): torch {tps['torch']:,.0f} tokens/s, numpy {tps['numpy']:,.0f}"
+        f" -> numpy {result['training_step_speedup']:.3f}x (blocks "
+        + ", ".join(f"{s:.2f}" for s in block_speedups)
+        + ")"
+    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+    print(f"saved {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,12 +3,12 @@ ships (OpenBLAS in its PyPI wheels), on the model's own shapes and in the real t
 
     python scripts/bench_gemm.py [--steps 20] [--block 5] [--warmup 2] [--set train.threads=1 ...]
 
-1. Each linear layer's three products at the recipe's batch size (rows = train.max_tokens):
+1. Each distinct linear-layer shape's three products at the recipe's batch size (rows = train.max_tokens):
    forward x @ W.T, backward grad @ W and grad.T @ x; GFLOP/s of each backend, best of --reps,
    the backends alternating.
 2. The real training step (mt.engine.Engine.update) on the recipe's batches with every nn.Linear
    computed by torch, then by numpy's BLAS (OpenBLASLinear: the same three products through
-   numpy.matmul, zero-copy): blocks of --block steps, the order alternating block by block, so
+   numpy.matmul, on the tensors' memory): blocks of --block steps, the order alternating block by block, so
    machine noise hits both alike. Both continue training the same model.
 
 Why a script and not a setting: the two libraries keep two thread pools (torch's OpenMP workers,
@@ -20,6 +20,7 @@ OPENBLAS_THREAD_TIMEOUT, ...): they only act when set before the process starts.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -39,10 +40,14 @@ from mt.fileio import atomic_write_text
 from mt.train import Trainer
 
 if __package__:  # python -m scripts.bench_gemm
+    from .bench_dropout import best_ms
     from .bench_train import timed_block
 else:  # python scripts/bench_gemm.py (scripts/ is on sys.path)
+    from bench_dropout import best_ms
     from bench_train import timed_block
 
+# OpenBLAS's idle threads spin for 2^28 cycles by default (about 0.1 s at 2.5 GHz).
+QUIET_SECONDS = 0.3
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")
 
 
@@ -56,51 +61,76 @@ def numpy_blas() -> str:
 
 
 def openblas_threads() -> int:
-    """The threads OpenBLAS starts with: OPENBLAS_NUM_THREADS, else the CPUs this process may use."""
-    value = os.environ.get("OPENBLAS_NUM_THREADS", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
+    """The threads numpy's OpenBLAS runs, asked of the library itself where it is loaded (its
+    get_num_threads symbol); else what OpenBLAS reads at start: OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS, OMP_NUM_THREADS, then the CPUs this process may use."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    for path in sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower()}):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(lib, symbol):
+                return int(getattr(lib, symbol)())
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _mm(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for CPU float32 tensors through numpy (views, no copies: numpy passes a transposed
-    operand to BLAS as a transpose flag)."""
+def numpy_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for CPU float32 tensors through numpy's BLAS. Contiguous operands and their transposes
+    go to BLAS as they are (a transpose is a flag), so no copies."""
     return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
 
 
 class _OpenBLASLinearFn(torch.autograd.Function):
+    """y = x @ W.T + b with all three products (forward, grad_x, grad_W) in numpy_matmul."""
+
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        out = _mm(x.reshape(-1, x.shape[-1]), weight.detach().t())  # [N,in] @ [in,out]
+        out = numpy_matmul(x.reshape(-1, x.shape[-1]), weight.detach().t())  # [N,in] @ [in,out]
         if bias is not None:
-            out += bias.detach()
+            out += bias.detach()  # one more pass over out, which torch's addmm fuses: counts against numpy
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1]).contiguous()  # [N,out]
-        grad_x = _mm(g, weight.detach()).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        grad_w = _mm(g.t(), x.detach().reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
-        grad_b = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # [N,out]
+        grad_x = numpy_matmul(grad_rows, weight.detach()).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w = numpy_matmul(grad_rows.t(), x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        grad_b = grad_rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
 
 class OpenBLASLinear(nn.Linear):
-    """nn.Linear whose products run in numpy's BLAS (float32 CPU tensors; anything else: torch)."""
+    """nn.Linear whose products run in numpy's BLAS: float32 CPU tensors outside autocast; anything
+    else goes to torch as before (so a bf16 run is never raced against fp32 products)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu" or self.weight.dtype != torch.float32:
+        if (
+            x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or self.weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")
+        ):
             return super().forward(x)
-        return _OpenBLASLinearFn.apply(x.contiguous(), self.weight, self.bias)
+        return _OpenBLASLinearFn.apply(x, self.weight, self.bias)
 
 
 def set_linear_class(model: nn.Module, cls: type[nn.Linear]) -> int:
     """Switch every nn.Linear of the model to `cls` (nn.Linear or OpenBLASLinear; same parameters,
-    same state_dict) -> how many were switched."""
+    same state_dict) -> how many were switched. Switching back to nn.Linear would also turn any
+    other nn.Linear subclass into a plain one (mt's model has none)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for module in linears:
         module.__class__ = cls
@@ -112,17 +142,10 @@ def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
     return sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)})
 
 
-def best_seconds(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def gemm_table(shapes: list[tuple[int, int]], rows: int, reps: int) -> list[dict]:
-    """GFLOP/s of torch and numpy on each layer's forward and two backward products."""
+    """GFLOP/s of torch and numpy on each distinct layer shape's forward and two backward products.
+    Each backend's timings start after a pause (QUIET_SECONDS), so neither is timed while the other
+    library's idle threads still spin, and the order alternates round by round."""
     gen = torch.Generator().manual_seed(0)
     table = []
     for d_in, d_out in shapes:
@@ -134,12 +157,13 @@ def gemm_table(shapes: list[tuple[int, int]], rows: int, reps: int) -> list[dict
         }
         for name, (a, b) in products.items():
             flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-            run = {"torch": lambda a=a, b=b: torch.mm(a, b), "numpy": lambda a=a, b=b: _mm(a, b)}
+            run = {"torch": lambda a=a, b=b: torch.mm(a, b), "numpy": lambda a=a, b=b: numpy_matmul(a, b)}
             seconds = dict.fromkeys(run, float("inf"))
-            for _ in range(2):  # alternate, keep each backend's best
-                for backend, fn in run.items():
-                    fn()
-                    seconds[backend] = min(seconds[backend], best_seconds(fn, reps))
+            for round_ in range(2):  # each backend first once; each one's best is kept
+                for backend in list(run) if round_ == 0 else list(run)[::-1]:
+                    time.sleep(QUIET_SECONDS)
+                    run[backend]()
+                    seconds[backend] = min(seconds[backend], best_ms(run[backend], reps) / 1e3)
             gflops = {backend: flops / s / 1e9 for backend, s in seconds.items()}
             table.append(
                 {
@@ -214,13 +238,15 @@ def main() -> None:
     result = {
         **cpu_info(),
         "torch": torch.__version__,
-        "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "torch_blas": next((line.strip() for line in torch.__config__.show().splitlines() if "Math Kernel" in line), "")
+        or ("mkl" if torch.backends.mkl.is_available() else "other"),
         "numpy": np.__version__,
         "numpy_blas": numpy_blas(),
         "threads": torch.get_num_threads(),
         "openblas_threads": openblas_threads(),
         "environment": {name: os.environ.get(name) for name in THREAD_ENV},
         "config": args.set,
+        "arguments": {"steps": args.steps, "block": args.block, "warmup": args.warmup, "reps": args.reps},
         "rows": cfg.train.max_tokens,
         "gemm": table,
         "linear_layers": linears,

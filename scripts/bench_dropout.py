@@ -18,22 +18,22 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 import mt.model
-from mt.batching import bucket_batches, collate
 from mt.cli import compose_config
 from mt.device import cpu_info
 from mt.errors import exit_on_user_error
+from mt.fileio import atomic_write_text
 from mt.train import Trainer
 
 if __package__:  # python -m scripts.bench_dropout
-    from .bench_train import timed_block
+    from .bench_train import Contender, best_ms, engine_step, race, recipe_batches
 else:  # python scripts/bench_dropout.py (scripts/ is on sys.path)
-    from bench_train import timed_block
+    from bench_train import Contender, best_ms, engine_step, race, recipe_batches
 
 NEW_MASK = mt.model.dropout_keep_scale
 
@@ -44,15 +44,6 @@ def rand_like_keep_scale(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 MASKS = {"dropout_keep_scale": NEW_MASK, "rand_like": rand_like_keep_scale}
-
-
-def best_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def dropout_forward_backward(mask, x: torch.Tensor, p: float) -> None:
@@ -88,32 +79,23 @@ def main() -> None:
 
     engine = trainer.engine
 
-    def update(batch, step: int) -> float:
-        stats = engine.update([batch], step=step)
-        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
-
-    train = trainer.data.splits["train"]
-    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
-    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
-    seconds = dict.fromkeys(MASKS, 0.0)
-    block_speedups = []
-    step = 0
-    for batch in batches[: args.warmup]:
-        for mask in MASKS.values():
+    def use_mask(mask) -> Callable[[], None]:
+        def activate() -> None:
             mt.model.dropout_keep_scale = mask
-            step += 1
-            update(batch, step)
-    for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
-        block = batches[first : first + args.block]
-        names = list(MASKS) if k % 2 == 0 else list(MASKS)[::-1]
-        block_seconds = {}
-        for name in names:
-            mt.model.dropout_keep_scale = MASKS[name]
-            block_seconds[name], _ = timed_block(update, block, step + 1, engine.device)
-            step += len(block)
-            seconds[name] += block_seconds[name]
-        block_speedups.append(block_seconds["rand_like"] / block_seconds["dropout_keep_scale"])
+
+        return activate
+
+    batches = recipe_batches(trainer, args.warmup + args.steps)
+    update = engine_step(engine)  # one model trained by both: its steps numbered in the order they run
+    raced = race(
+        {name: Contender(update, use_mask(mask)) for name, mask in MASKS.items()},
+        batches,
+        args.warmup,
+        args.block,
+        engine.device,
+    )
     mt.model.dropout_keep_scale = NEW_MASK
+    block_speedups = raced.block_speedups("rand_like", "dropout_keep_scale")
     tokens = sum(b.num_tokens for b in batches[args.warmup :])
     result = {
         **cpu_info(),
@@ -127,14 +109,14 @@ def main() -> None:
         "forward_backward_speedup": mask_ms["rand_like"]["forward_backward"]
         / mask_ms["dropout_keep_scale"]["forward_backward"],
         "steps": args.steps,
-        "tokens_per_sec": {name: tokens / s for name, s in seconds.items()},
-        "training_step_speedup": seconds["rand_like"] / seconds["dropout_keep_scale"],
+        "tokens_per_sec": {name: tokens / s for name, s in raced.seconds.items()},
+        "training_step_speedup": raced.speedup("rand_like", "dropout_keep_scale"),
         "training_step_speedup_per_block": block_speedups,
         "training_step_speedup_per_block_median": statistics.median(block_speedups),
     }
     print(json.dumps(result, indent=2))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
     print(f"saved {args.json}")
 
 

@@ -26,13 +26,13 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mt.batching import bucket_batches, collate
 from mt.cli import compose_config
 from mt.device import cpu_info
 from mt.errors import UserError, exit_on_user_error
@@ -40,11 +40,9 @@ from mt.fileio import atomic_write_text
 from mt.train import Trainer
 
 if __package__:  # python -m scripts.bench_gemm
-    from .bench_dropout import best_ms
-    from .bench_train import timed_block
+    from .bench_train import Contender, best_ms, engine_step, race, recipe_batches
 else:  # python scripts/bench_gemm.py (scripts/ is on sys.path)
-    from bench_dropout import best_ms
-    from bench_train import timed_block
+    from bench_train import Contender, best_ms, engine_step, race, recipe_batches
 
 # OpenBLAS's idle threads spin for 2^28 cycles by default (about 0.1 s at 2.5 GHz).
 QUIET_SECONDS = 0.3
@@ -206,33 +204,23 @@ def main() -> None:
             f"  torch {g['torch']:6.1f}  numpy {g['numpy']:6.1f} GFLOP/s  ({row['numpy_over_torch']:.2f}x)"
         )
 
-    def update(batch, step: int) -> float:
-        stats = engine.update([batch], step=step)
-        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
+    def use_linear_class(cls: type[nn.Linear]) -> Callable[[], None]:
+        def activate() -> None:
+            set_linear_class(model, cls)
+
+        return activate
 
     backends = {"torch": nn.Linear, "numpy": OpenBLASLinear}
-    train = trainer.data.splits["train"]
-    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
-    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps)]
-    seconds = dict.fromkeys(backends, 0.0)
-    losses: dict[str, list[float]] = {name: [] for name in backends}
-    block_speedups = []
-    step = 0
-    for batch in batches[: args.warmup]:
-        for cls in backends.values():
-            set_linear_class(model, cls)
-            step += 1
-            update(batch, step)
-    for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
-        block = batches[first : first + args.block]
-        block_seconds = {}
-        for name in list(backends) if k % 2 == 0 else list(backends)[::-1]:
-            set_linear_class(model, backends[name])
-            block_seconds[name], loss = timed_block(update, block, step + 1, engine.device)
-            losses[name].append(loss)
-            step += len(block)
-            seconds[name] += block_seconds[name]
-        block_speedups.append(block_seconds["torch"] / block_seconds["numpy"])
+    batches = recipe_batches(trainer, args.warmup + args.steps)
+    update = engine_step(engine)  # one model trained by both: its steps numbered in the order they run
+    raced = race(
+        {name: Contender(update, use_linear_class(cls)) for name, cls in backends.items()},
+        batches,
+        args.warmup,
+        args.block,
+        engine.device,
+    )
+    block_speedups = raced.block_speedups("torch", "numpy")
     linears = set_linear_class(model, nn.Linear)
     tokens = sum(b.num_tokens for b in batches[args.warmup :])
     result = {
@@ -251,9 +239,9 @@ def main() -> None:
         "gemm": table,
         "linear_layers": linears,
         "steps": args.steps,
-        "tokens_per_sec": {name: tokens / s for name, s in seconds.items()},
-        "mean_block_loss": {name: statistics.mean(v) for name, v in losses.items()},
-        "training_step_speedup": seconds["torch"] / seconds["numpy"],
+        "tokens_per_sec": {name: tokens / s for name, s in raced.seconds.items()},
+        "mean_block_loss": {name: statistics.mean(v) for name, v in raced.block_losses.items()},
+        "training_step_speedup": raced.speedup("torch", "numpy"),
         "training_step_speedup_per_block": block_speedups,
         "training_step_speedup_per_block_median": statistics.median(block_speedups),
     }

@@ -32,10 +32,13 @@ Runs as `python scripts/bench_train.py` or `python -m scripts.bench_train` from 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,7 +46,9 @@ import torch
 from mt.batching import Batch, bucket_batches, collate
 from mt.cli import compose_config
 from mt.device import cpu_info
+from mt.engine import Engine
 from mt.errors import exit_on_user_error
+from mt.fileio import atomic_write_text
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
 
@@ -96,28 +101,114 @@ def forward_flops(model, batch) -> float:
     return float(2 * (enc + dec + out))  # 2 FLOPs per multiply-add
 
 
-def timed_block(update, batches: list[Batch], first_step: int, device: torch.device) -> tuple[float, float]:
-    """Run update(batch, step) over the batches -> (seconds, mean loss)."""
+def best_ms(fn: Callable[[], object], reps: int) -> float:
+    """The fastest of `reps` timings of fn(), in milliseconds."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1e3
+
+
+def numbered(update: Callable[[Batch, int], float]) -> Callable[[Batch], float]:
+    """update(batch, step) as update(batch), numbering the steps 1, 2, 3, ... in the order of the calls."""
+    steps = itertools.count(1)
+    return lambda batch: update(batch, next(steps))
+
+
+def recipe_batches(trainer: Trainer, count: int) -> list[Batch]:
+    """The first `count` training batches of the trainer's recipe, in a fixed order (the epoch cycled)."""
+    train = trainer.data.splits["train"]
+    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, trainer.cfg.train.max_tokens, seed=0)
+    return [collate(train, order[i % len(order)]) for i in range(count)]
+
+
+def engine_step(engine: Engine) -> Callable[[Batch], float]:
+    """One update of mt's engine on one batch -> its loss (nan where the loss was not finite and no
+    update was made), the steps numbered in the order of the calls."""
+
+    def update(batch: Batch, step: int) -> float:
+        stats = engine.update([batch], step=step)
+        return stats["loss"] if stats is not None else float("nan")
+
+    return numbered(update)
+
+
+def timed_block(update: Callable[[Batch], float], batches: list[Batch], device: torch.device) -> tuple[float, float]:
+    """Run update(batch) over the batches -> (seconds, mean loss)."""
     losses = []
     seconds = 0.0
-    for j, batch in enumerate(batches):
+    for batch in batches:
         start = time.perf_counter()
-        loss = update(batch, first_step + j)
+        losses.append(update(batch))
         sync(device)
         seconds += time.perf_counter() - start
-        losses.append(loss)
     return seconds, sum(losses) / len(losses)
 
 
-def profile_steps(update, batches: list[Batch], first_step: int, top: int = 25) -> dict:
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of a race: its training step (batch -> loss), and how to switch the process over to
+    it (untimed) where both sides share a model and differ in process-wide state."""
+
+    update: Callable[[Batch], float]
+    activate: Callable[[], None] = _nothing
+
+
+@dataclass
+class RaceResult:
+    seconds: dict[str, float]  # each contender's timed seconds, all blocks
+    block_seconds: list[dict[str, float]]
+    block_losses: dict[str, list[float]]  # each contender's mean loss per block
+
+    def speedup(self, slower: str, faster: str) -> float:
+        """How many times faster `faster` ran than `slower` over the same batches."""
+        return self.seconds[slower] / self.seconds[faster]
+
+    def block_speedups(self, slower: str, faster: str) -> list[float]:
+        return [block[slower] / block[faster] for block in self.block_seconds]
+
+
+def race(
+    contenders: dict[str, Contender], batches: list[Batch], warmup: int, block: int, device: torch.device
+) -> RaceResult:
+    """Time the contenders on the same batches, so that machine noise hits them alike.
+
+    The first `warmup` batches are untimed, the contenders alternating step by step; the rest run in
+    blocks of `block` consecutive batches, each block by every contender in turn, the order reversed
+    from one block to the next (a/b, b/a, ...).
+    """
+    for batch in batches[:warmup]:
+        for contender in contenders.values():
+            contender.activate()
+            contender.update(batch)
+    result = RaceResult(dict.fromkeys(contenders, 0.0), [], {name: [] for name in contenders})
+    for k, first in enumerate(range(warmup, len(batches), block)):
+        names = list(contenders) if k % 2 == 0 else list(contenders)[::-1]
+        block_seconds = {}
+        for name in names:
+            contenders[name].activate()
+            block_seconds[name], loss = timed_block(contenders[name].update, batches[first : first + block], device)
+            result.seconds[name] += block_seconds[name]
+            result.block_losses[name].append(loss)
+        result.block_seconds.append(block_seconds)
+    return result
+
+
+def profile_steps(update: Callable[[Batch], float], batches: list[Batch], top: int = 25) -> dict:
     """torch.profiler over `batches` training steps: the ops with the most self time (where the
     time is spent, not what calls what), each with its share of the profiled wall-clock."""
     from torch.profiler import ProfilerActivity, profile
 
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i, batch in enumerate(batches):
-            update(batch, first_step + i)
+        for batch in batches:
+            update(batch)
     wall_us = (time.perf_counter() - start) * 1e6
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     rows = [
@@ -167,28 +258,12 @@ def main() -> None:
         engine.amp_dtype,
     )
 
-    def ours(batch: Batch, step: int) -> float:
-        stats = engine.update([batch], step=step)
-        return stats["loss"] if stats is not None else float("nan")  # None: a non-finite loss, no update
-
-    train = trainer.data.splits["train"]
-    order = bucket_batches(trainer.src_lens, trainer.tgt_lens, cfg.train.max_tokens, seed=0)
-    batches = [collate(train, order[i % len(order)]) for i in range(args.warmup + args.steps + args.profile)]
-    for i, batch in enumerate(batches[: args.warmup]):
-        ours(batch, i + 1)
-        baseline.update(batch, i + 1)
-
-    seconds = {"mt": 0.0, "baseline": 0.0}
-    block_speedups: list[float] = []
-    loss_at_end = {"mt": 0.0, "baseline": 0.0}
-    for k, first in enumerate(range(args.warmup, args.warmup + args.steps, args.block)):
-        block = batches[first : min(first + args.block, args.warmup + args.steps)]
-        runs = [("mt", ours), ("baseline", baseline.update)]
-        block_seconds = {}
-        for name, update in runs if k % 2 == 0 else runs[::-1]:
-            block_seconds[name], loss_at_end[name] = timed_block(update, block, first + 1, engine.device)
-            seconds[name] += block_seconds[name]
-        block_speedups.append(block_seconds["baseline"] / block_seconds["mt"])  # same tokens: time ratio
+    batches = recipe_batches(trainer, args.warmup + args.steps + args.profile)
+    ours = engine_step(engine)  # each model numbers its own steps: the same lr on the same batch
+    contenders = {"mt": Contender(ours), "baseline": Contender(numbered(baseline.update))}
+    raced = race(contenders, batches[: args.warmup + args.steps], args.warmup, args.block, engine.device)
+    seconds = raced.seconds
+    block_speedups = raced.block_speedups("baseline", "mt")  # same tokens: time ratio
 
     timed = batches[args.warmup : args.warmup + args.steps]
     tokens = sum(b.num_tokens for b in timed)
@@ -219,12 +294,11 @@ def main() -> None:
         "speedup_vs_nn_transformer": seconds["baseline"] / seconds["mt"],
         "speedup_per_block_median": statistics.median(block_speedups),
         "speedup_per_block": block_speedups,
-        "loss_last_block": loss_at_end["mt"],
-        "baseline_loss_last_block": loss_at_end["baseline"],
+        "loss_last_block": raced.block_losses["mt"][-1],
+        "baseline_loss_last_block": raced.block_losses["baseline"][-1],
     }
     if args.profile:
-        first = args.warmup + args.steps
-        result["profile"] = profile_steps(ours, batches[first:], first + 1)
+        result["profile"] = profile_steps(ours, batches[args.warmup + args.steps :])  # ours goes on numbering
     if args.nominal_peak:
         result["nominal_peak_gflops"] = args.nominal_peak
         result["mfu_vs_nominal_peak"] = achieved["mt"] / args.nominal_peak
@@ -241,7 +315,7 @@ def main() -> None:
     if args.profile:
         print_profile(result["profile"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
     print(f"saved {args.json}")
 
 

@@ -29,13 +29,11 @@ sys.modules[_spec.name] = baseline  # its dataclass resolves annotations through
 _spec.loader.exec_module(baseline)
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
 bench_train = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench_train  # for its dataclasses, and bench_gemm's `from bench_train import`
 _spec.loader.exec_module(bench_train)  # its `from nn_transformer_baseline import` finds sys.modules
 _spec = importlib.util.spec_from_file_location("bench_gemm", ROOT / "scripts" / "bench_gemm.py")
 bench_gemm = importlib.util.module_from_spec(_spec)
-with pytest.MonkeyPatch.context() as patch:  # its `from bench_train import timed_block`, for the import only
-    patch.setitem(sys.modules, "bench_train", bench_train)
-    patch.syspath_prepend(str(ROOT / "scripts"))  # and `from bench_dropout import best_ms`
-    _spec.loader.exec_module(bench_gemm)
+_spec.loader.exec_module(bench_gemm)
 
 VOCAB = 40
 
@@ -103,6 +101,38 @@ def test_cpu_info_reads_the_model_name_and_bf16_flags():
     assert info["cpu"] == "AMD EPYC"
     assert info["cpu_flags"] == {"avx512_bf16": True, "amx_bf16": False, "amx_tile": False}
     assert bench_train.cpu_info("")["cpu_flags"] is None  # unknown, not "absent"
+
+
+def test_race_alternates_the_order_block_by_block_and_switches_untimed_before_each_block():
+    calls = []
+
+    def contender(name):
+        return bench_train.Contender(
+            update=lambda batch: calls.append((name, batch)) or float(batch),  # ints stand in for batches
+            activate=lambda: calls.append((name, "on")),
+        )
+
+    raced = bench_train.race({"a": contender("a"), "b": contender("b")}, list(range(7)), 2, 2, torch.device("cpu"))
+    assert calls == [
+        *[("a", "on"), ("a", 0), ("b", "on"), ("b", 0), ("a", "on"), ("a", 1), ("b", "on"), ("b", 1)],  # warm-up
+        *[("a", "on"), ("a", 2), ("a", 3), ("b", "on"), ("b", 2), ("b", 3)],  # block 1: a, then b
+        *[("b", "on"), ("b", 4), ("b", 5), ("a", "on"), ("a", 4), ("a", 5)],  # block 2: b first
+        *[("a", "on"), ("a", 6), ("b", "on"), ("b", 6)],  # block 3, the short rest
+    ]
+    assert raced.block_losses == {"a": [2.5, 4.5, 6.0], "b": [2.5, 4.5, 6.0]}  # mean loss of each block
+    assert [set(block) for block in raced.block_seconds] == [{"a", "b"}] * 3
+    for name in "ab":
+        assert raced.seconds[name] == pytest.approx(sum(block[name] for block in raced.block_seconds))
+    assert raced.block_speedups("a", "b") == [block["a"] / block["b"] for block in raced.block_seconds]
+    assert raced.speedup("a", "b") == raced.seconds["a"] / raced.seconds["b"]
+
+
+def test_numbered_counts_the_steps_of_one_update_across_its_callers():
+    seen = []
+    update = bench_train.numbered(lambda batch, step: seen.append((batch, step)) or 0.0)
+    for batch in "xyz":
+        update(batch)
+    assert seen == [("x", 1), ("y", 2), ("z", 3)]
 
 
 def test_bench_train_imports_as_a_script_and_as_a_module():

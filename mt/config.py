@@ -27,6 +27,7 @@ NORMS = ("pre", "post")
 POSITIONS = ("sinusoidal", "learned")
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULES = ("inverse_sqrt", "linear", "cosine")
 # Which eflomal links the aligning heads learn (train.align_teacher): a symmetrization of both
 # directions (mt.align.symmetrize), or "forward", eflomal's links in the model's own direction alone.
 DEFAULT_ALIGN_TEACHER = "grow-diag-final-and"  # Garg et al.; also what a checkpoint without a record learned
@@ -363,6 +364,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 1e-3  # peak learning rate, reached at the end of warmup
     warmup_steps: int = 1000
+    # After warmup: inverse_sqrt (Noam; independent of the step budget) | linear | cosine (both reach
+    # min_lr at train.max_steps, so the run ends annealed).
+    lr_schedule: str = "inverse_sqrt"
     min_lr: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
@@ -433,6 +437,13 @@ class TrainConfig:
         c.fraction("label_smoothing")
         c.choice("optimizer", OPTIMIZERS)
         c.choice("precision", PRECISIONS)
+        c.choice("lr_schedule", LR_SCHEDULES)
+        c.require(
+            self.lr_schedule == "inverse_sqrt" or self.max_steps > self.warmup_steps,
+            "lr_schedule",
+            f"reaches train.min_lr at train.max_steps, so it needs train.max_steps ({self.max_steps}) > "
+            f"train.warmup_steps ({self.warmup_steps})",
+        )
         c.choice("align_teacher", ALIGN_TEACHERS)
         c.require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "needs two values in [0, 1)")
         c.require(self.lr <= 0 or self.min_lr <= self.lr, "min_lr", f"must not exceed train.lr ({self.lr})")

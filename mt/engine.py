@@ -25,12 +25,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def learning_rate(step: int, lr: float, warmup: int, min_lr: float = 0.0) -> float:
-    """Linear warmup to `lr`, then inverse square root decay (Noam), floored at min_lr."""
+def learning_rate(
+    step: int, lr: float, warmup: int, min_lr: float = 0.0, schedule: str = "inverse_sqrt", total_steps: int = 0
+) -> float:
+    """Linear warmup to `lr`, then the decay `schedule`, floored at min_lr.
+
+    inverse_sqrt (Noam) decays forever and never depends on the step budget; linear and cosine
+    reach min_lr at update `total_steps`, so a short run ends annealed instead of at a high rate.
+    """
     step = max(step, 1)
-    if warmup <= 0:
-        return lr
-    return max(min_lr, lr * min(step / warmup, math.sqrt(warmup / step)))
+    if warmup > 0 and step < warmup:
+        return max(min_lr, lr * step / warmup)
+    if schedule == "inverse_sqrt":
+        return lr if warmup <= 0 else max(min_lr, lr * math.sqrt(warmup / step))
+    done = min(1.0, (step - warmup) / max(1, total_steps - warmup))  # share of the decay behind us
+    remaining = 1.0 - done if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
+    return min_lr + (lr - min_lr) * remaining
 
 
 def training_device(tc: TrainConfig) -> tuple[torch.device, distributed.Dist]:
@@ -98,7 +108,7 @@ class Engine:
         """Update number `step` over `accumulate` micro-batches; None (and no update) if not finite."""
         tc, d = self.tc, self.dist
         self.model.train()
-        lr = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr)
+        lr = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr, tc.lr_schedule, tc.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = [b.to(self.device) for b in micro_batches]

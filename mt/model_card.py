@@ -87,7 +87,8 @@ def _training_section(loaded: Loaded, run: RunFiles) -> list[str]:
             rows.append(
                 ("training time", f"{state['train_seconds'] / 60:.1f} min, {state.get('train_tokens', 0):,} tokens")
             )
-    for key in ("optimizer", "lr", "warmup_steps", "max_tokens", "accumulate", "max_steps", "label_smoothing", "seed"):
+    train_keys = ("optimizer", "lr", "warmup_steps", "lr_schedule", "max_tokens", "accumulate", "max_steps")
+    for key in (*train_keys, "label_smoothing", "seed"):
         if key in train:
             rows.append((f"train.{key}", train[key]))
     for key in ("dropout", "attention_dropout"):

@@ -134,8 +134,8 @@ def config_dicts(cfg: MTConfig) -> dict[str, dict[str, Any]]:
 # What the HParams table shows for every run, besides the keys set on the command line.
 HPARAM_KEYS = (
     "data.name", "data.src_lang", "data.tgt_lang", "data.vocab_size", "model.d_model", "model.layers", "model.heads",
-    "model.ffn_dim", "model.dropout", "model.norm", "train.lr", "train.warmup_steps", "train.max_tokens",
-    "train.max_steps", "train.label_smoothing", "train.seed",
+    "model.ffn_dim", "model.dropout", "model.norm", "train.lr", "train.warmup_steps", "train.lr_schedule",
+    "train.max_tokens", "train.max_steps", "train.label_smoothing", "train.seed",
 )  # fmt: skip
 # Its metrics: the last value of these scalars (no extra charts; the test scores are in metrics.json).
 HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/aer")

@@ -138,7 +138,7 @@ class BaselineTrainer:
         tc = self.tc
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr)
+            group["lr"] = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr, tc.lr_schedule, tc.max_steps)
         batch = batch.to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

@@ -102,6 +102,7 @@ def test_cli_value_out_of_range_is_one_line_and_exit_2(override, message, tmp_pa
         ("train.warmup_steps=-5", "train.warmup_steps"),
         ("train.optimizer=sgd", "train.optimizer"),
         ("train.precision=fp8", "train.precision"),
+        ("train.lr_schedule=step", "train.lr_schedule"),
         ("train.label_smoothing=1.0", "train.label_smoothing"),
         ("train.betas=[0.9]", "train.betas"),
         ("train.accumulate=0", "train.accumulate"),
@@ -117,6 +118,13 @@ def test_cli_value_out_of_range_is_one_line_and_exit_2(override, message, tmp_pa
 def test_every_setting_is_range_checked(override, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
         compose_config([override])
+
+
+def test_a_budgeted_lr_schedule_needs_a_step_budget_past_warmup():
+    assert compose_config(["train.lr_schedule=linear"]).problems() == []  # 1,200 updates, warmup 500
+    for budget in ("train.max_steps=0", "train.max_steps=500"):
+        with pytest.raises(UserError, match=r"train\.lr_schedule reaches train\.min_lr at train\.max_steps"):
+            compose_config(["train.lr_schedule=cosine", budget])
 
 
 def test_validation_lists_every_problem_and_accepts_defaults():

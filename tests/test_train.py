@@ -53,6 +53,26 @@ def test_learning_rate_schedule():
     assert learning_rate(400, 1e-3, 0) == 1e-3
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_budgeted_schedules_warm_up_then_anneal_to_min_lr_at_max_steps(schedule):
+    def lr(step):
+        return learning_rate(step, 1e-3, 100, 1e-5, schedule, 300)
+
+    assert lr(50) == pytest.approx(5e-4)  # the same warmup as inverse_sqrt
+    assert lr(100) == pytest.approx(1e-3)
+    assert lr(200) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # halfway through the decay, both schedules
+    assert lr(300) == pytest.approx(1e-5) and lr(400) == pytest.approx(1e-5)  # min_lr at max_steps, and after
+    decay = [lr(step) for step in range(100, 301)]
+    assert all(a > b for a, b in zip(decay, decay[1:]))  # strictly decreasing to the end
+
+
+def test_cosine_decays_slower_than_linear_early_and_faster_late():
+    def lr(step, schedule):
+        return learning_rate(step, 1e-3, 100, 0.0, schedule, 300)
+
+    assert lr(125, "cosine") > lr(125, "linear") and lr(275, "cosine") < lr(275, "linear")
+
+
 def weights(path):
     return read(path)["model"]
 

@@ -56,6 +56,9 @@ class TrainState:
     nonfinite_steps: int = 0
     train_seconds: float = 0.0
     train_tokens: int = 0
+    # Where a linear or cosine lr schedule ends when train.max_minutes allows fewer updates than
+    # train.max_steps (fitted once to the measured speed; 0 = at train.max_steps).
+    schedule_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
 

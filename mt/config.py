@@ -365,7 +365,8 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate, reached at the end of warmup
     warmup_steps: int = 1000
     # After warmup: inverse_sqrt (Noam; independent of the step budget) | linear | cosine (both reach
-    # min_lr at train.max_steps, so the run ends annealed).
+    # min_lr at train.max_steps, so the run ends annealed; where train.max_minutes will stop training
+    # sooner, the end is fitted to it after the first 100 updates, from their speed: mt.train).
     lr_schedule: str = "inverse_sqrt"
     min_lr: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])

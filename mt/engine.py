@@ -104,11 +104,12 @@ class Engine:
             total_align += result.align
         return total_loss, total_nll, total_align
 
-    def update(self, micro_batches: list, step: int) -> dict[str, float] | None:
-        """Update number `step` over `accumulate` micro-batches; None (and no update) if not finite."""
+    def update(self, micro_batches: list, step: int, schedule_steps: int = 0) -> dict[str, float] | None:
+        """Update number `step` over `accumulate` micro-batches, the lr schedule ending at update
+        `schedule_steps` (0: train.max_steps); None (and no update) if the loss is not finite."""
         tc, d = self.tc, self.dist
         self.model.train()
-        lr = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr, tc.lr_schedule, tc.max_steps)
+        lr = learning_rate(step, tc.lr, tc.warmup_steps, tc.min_lr, tc.lr_schedule, schedule_steps or tc.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = [b.to(self.device) for b in micro_batches]

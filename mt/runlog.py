@@ -77,6 +77,7 @@ class RunMetrics(TypedDict, total=False):
     run_dir: str
     overrides: list[str]  # the command line's Hydra overrides
     steps: int
+    schedule_steps: int  # where the lr schedule ends: train.max_steps, or fitted to train.max_minutes
     epochs: int
     train_minutes: float
     tokens_per_sec: float
@@ -208,6 +209,7 @@ class RunLog:
             "run_dir": str(self.run_dir.root),
             "overrides": self.overrides,
             "steps": state.step,
+            "schedule_steps": state.schedule_steps or self.cfg.train.max_steps,
             "epochs": state.epoch,
             "train_minutes": state.train_seconds / 60,
             "tokens_per_sec": state.train_tokens / max(state.train_seconds, 1e-9),

@@ -42,6 +42,12 @@ from mt.tokenizer import Tokenizer
 
 log = logging.getLogger("mt.train")
 
+# A linear or cosine lr schedule is fitted to train.max_minutes after this many updates: enough to
+# measure the speed past the first steps' memory warm-up, early enough to change little before it.
+FIT_SCHEDULE_AFTER = 100
+# The share of the time budget the fitted schedule plans for, leaving room for the machine slowing down.
+FIT_SCHEDULE_MARGIN = 0.97
+
 
 @dataclass
 class Throughput:
@@ -206,9 +212,13 @@ class Trainer:
             old.unlink(missing_ok=True)
 
     # Training ------------------------------------------------------------------------------
+    def _last_step(self) -> int:
+        """The update training ends at (0: no step limit): train.max_steps, or where the fitted schedule ends."""
+        return self.state.schedule_steps or self.tc.max_steps
+
     def _finished(self) -> bool:
         tc, st = self.tc, self.state
-        if tc.max_steps and st.step >= tc.max_steps:
+        if self._last_step() and st.step >= self._last_step():
             return True
         if tc.max_minutes and st.train_seconds >= 60 * tc.max_minutes:
             return True
@@ -254,7 +264,7 @@ class Trainer:
     def _finish_due(self) -> bool:
         """The mix has had its updates: what is left of training draws from data.finish_on alone."""
         data, st = self.cfg.data, self.state
-        return bool(data.finish_on) and st.finish_epoch < 0 and st.step >= self.tc.max_steps - data.finish_updates
+        return bool(data.finish_on) and st.finish_epoch < 0 and st.step >= self._last_step() - data.finish_updates
 
     def _start_finish(self) -> None:
         # A new epoch (its own batch order, over the one corpus), so a resumed run knows where it began.
@@ -264,7 +274,7 @@ class Trainer:
         st.finish_epoch = st.epoch
         corpus, rows = self.cfg.data.finish_on, self.finish_rows
         log.info(
-            f"step {st.step}: the last {self.tc.max_steps - st.step} updates train on {corpus} alone "
+            f"step {st.step}: the last {self._last_step() - st.step} updates train on {corpus} alone "
             f"({len(rows):,} of the mix's {len(self.src_lens):,} pairs), from epoch {st.epoch}"
         )
         if st.epoch + self.finish_epochs > self.tc.max_epochs:
@@ -307,7 +317,7 @@ class Trainer:
             start = time.perf_counter()
             group = plan.batches[st.batch_in_epoch : st.batch_in_epoch + per_update]
             micro_batches = [collate(train, idx) for idx in distributed.shard(group, self.dist, self.tc.accumulate)]
-            stats = self.engine.update(micro_batches, st.step + 1)
+            stats = self.engine.update(micro_batches, st.step + 1, st.schedule_steps)
             st.batch_in_epoch += len(group)
             end_of_epoch = st.batch_in_epoch >= plan.usable
             if stats is None:
@@ -339,6 +349,8 @@ class Trainer:
         # Ranks agree on the clock (time limit) and on a stop request (signal on any rank).
         seconds, stop_votes = distributed.all_sum([seconds, float(self.stop_signal is not None)], self.dist)
         self._count(stats, seconds / self.dist.world)
+        if st.step == FIT_SCHEDULE_AFTER:
+            self._fit_schedule()
         if end_of_epoch:
             self._next_epoch()  # before saving: a resumed run starts the next epoch
         if (tc.eval_every and st.step % tc.eval_every == 0) or (not tc.eval_every and end_of_epoch) or self._finished():
@@ -354,6 +366,31 @@ class Trainer:
                 self.save_last()
             raise KeyboardInterrupt
         return False
+
+    def _fit_schedule(self) -> None:
+        """End a linear or cosine lr schedule where train.max_minutes will stop training, if that comes
+        before train.max_steps: the run then ends annealed instead of being cut at a high rate.
+        Fitted once, to the speed of the first updates, and kept in the checkpoint (resume follows it)."""
+        tc, st = self.tc, self.state
+        if tc.lr_schedule == "inverse_sqrt" or not (tc.max_minutes and tc.max_steps) or st.schedule_steps:
+            return
+        fits = int(st.step * FIT_SCHEDULE_MARGIN * 60 * tc.max_minutes / max(st.train_seconds, 1e-9))
+        if fits >= tc.max_steps:
+            return
+        if fits <= max(tc.warmup_steps, self.cfg.data.finish_updates, st.step):
+            log.warning(
+                f"train.max_minutes={tc.max_minutes:g} leaves time for about {fits} updates at this speed, "
+                f"too few for the {tc.lr_schedule} schedule after {tc.warmup_steps} warmup updates: "
+                "the time limit will stop it before the learning rate decays"
+            )
+            return
+        st.schedule_steps = fits
+        self.progress.total = fits
+        log.info(
+            f"step {st.step}: train.max_minutes={tc.max_minutes:g} leaves time for about {fits} of the "
+            f"{tc.max_steps} updates at this speed ({st.train_tokens / st.train_seconds:,.0f} tokens/s): the "
+            f"{tc.lr_schedule} schedule now reaches train.min_lr at update {fits}, where training ends"
+        )
 
     def _count(self, stats: dict[str, float], seconds: float) -> None:
         st = self.state

@@ -8,13 +8,15 @@ import time
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tqdm import tqdm
 
 import mt.engine as engine_module
+import mt.train
 from mt.checkpoint import read
 from mt.engine import learning_rate
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save
-from mt.train import run
+from mt.train import Trainer, run
 
 from .conftest import ROOT, toy_config, toy_train_cmd
 
@@ -98,6 +100,67 @@ def test_resume_equals_uninterrupted(tmp_path):
     full_opt = read(full / "checkpoints" / "last.pt")["optimizer"]["state"]
     split_opt = read(split / "checkpoints" / "last.pt")["optimizer"]["state"]
     assert all(torch.equal(full_opt[k]["exp_avg"], split_opt[k]["exp_avg"]) for k in full_opt)
+
+
+class SteppingClock:
+    """time.perf_counter for mt.train: each call moves on half a second, so every update takes 0.5 s;
+    at call `interrupt_at`, the run is killed (no checkpoint saved then)."""
+
+    def __init__(self, interrupt_at: int = 0):
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return 0.5 * self.calls
+
+
+@pytest.mark.slow
+def test_a_schedule_fitted_to_the_time_limit_ends_annealed_there_and_resumes_exactly(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(mt.train, "FIT_SCHEDULE_AFTER", 30)
+    settings = dict(lr_schedule="linear", warmup_steps=20, max_steps=150, max_minutes=1.0, eval_every=50, save_every=10)
+    full = tmp_path / "full"
+    monkeypatch.setattr(mt.train, "time", SteppingClock())
+    metrics = run(toy_config(tmp_path, **settings), full)
+    # 30 updates took 15 s: about 116 of the 150 fit in 97 % of the minute, so the decay ends there
+    assert metrics["steps"] == metrics["schedule_steps"] == int(30 * 0.97 * 60 / 15) == 116
+    assert metrics["train_minutes"] == pytest.approx(116 * 0.5 / 60)  # before the time limit: ended by the schedule
+    assert read(full / "checkpoints" / "last.pt")["train_state"]["schedule_steps"] == 116
+    lrs = [e.value for e in EventAccumulator(str(full / "tb")).Reload().Scalars("train/lr")]
+    assert lrs[-1] == pytest.approx(3e-3 * (116 - 110) / (116 - 20))  # logged every 10 updates: the last at 110
+
+    split = tmp_path / "split"
+    monkeypatch.setattr(mt.train, "time", SteppingClock(interrupt_at=150))  # about update 74
+    with pytest.raises(KeyboardInterrupt):
+        run(toy_config(tmp_path, **settings), split)
+    state = read(split / "checkpoints" / "last.pt")["train_state"]
+    assert (state["step"], state["schedule_steps"]) == (70, 116)  # the save_every save before the kill
+    monkeypatch.setattr(mt.train, "time", SteppingClock())
+    assert run(toy_config(tmp_path, **settings, resume=True), split)["steps"] == 116
+    assert_same_weights(weights(full / "checkpoints" / "last.pt"), weights(split / "checkpoints" / "last.pt"))
+
+
+@pytest.mark.parametrize(
+    ("schedule", "max_minutes", "seconds", "expected"),
+    [
+        ("linear", 10.0, 100.0, 582),  # 100 updates in 100 s: 582 fit in 97 % of 10 minutes
+        ("cosine", 10.0, 100.0, 582),
+        ("inverse_sqrt", 10.0, 100.0, 0),  # never decays to an end: nothing to fit
+        ("linear", 30.0, 100.0, 0),  # all 1,200 updates fit
+        ("linear", 0.0, 100.0, 0),  # no time limit
+        ("linear", 10.0, 200.0, 0),  # 291 fit, fewer than the 500 warmup updates: left to the time limit
+    ],
+)
+def test_fit_schedule_only_where_the_time_limit_cuts_a_decay_short(tmp_path, schedule, max_minutes, seconds, expected):
+    cfg = toy_config(tmp_path, lr_schedule=schedule, warmup_steps=500, max_steps=1200, max_minutes=max_minutes)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.progress = tqdm(disable=True)
+    trainer.state.step, trainer.state.train_seconds, trainer.state.train_tokens = 100, seconds, 1000
+    trainer._fit_schedule()
+    assert trainer.state.schedule_steps == expected
+    assert trainer._last_step() == (expected or 1200)
 
 
 @pytest.mark.slow

@@ -56,9 +56,19 @@ class TrainState:
     nonfinite_steps: int = 0
     train_seconds: float = 0.0
     train_tokens: int = 0
-    # Where a linear or cosine lr schedule ends when train.max_minutes allows fewer updates than
-    # train.max_steps (fitted once to the measured speed; 0 = at train.max_steps).
+    # A linear or cosine lr schedule fitted to train.max_minutes (mt.train): the update it ends at
+    # (0: at train.max_steps), the time limit it was fitted to, and the training seconds after the
+    # first updates, which the speed is measured from.
     schedule_steps: int = 0
+    schedule_minutes: float = 0.0
+    seconds_at_speed_start: float = 0.0
+
+    def last_step(self, tc: TrainConfig) -> int:
+        """The update training ends at (0: no step limit): train.max_steps, or sooner where a linear or
+        cosine schedule was fitted to this same train.max_minutes (a run resumed with others drops it)."""
+        fitted = self.schedule_steps and tc.lr_schedule != "inverse_sqrt" and self.schedule_minutes == tc.max_minutes
+        return min(self.schedule_steps, tc.max_steps) if fitted and tc.max_steps else tc.max_steps
+
     history: list[dict[str, float]] = field(default_factory=list)
 
 

@@ -183,7 +183,8 @@ class DataConfig(CorpusConfig):
     corpora: dict[str, CorpusConfig] = field(default_factory=dict)
     # Gradual fine-tuning: the last `finish_updates` of train.max_steps updates draw their batches
     # from this corpus of data.corpora alone (the mix before them, so the model ends in its domain);
-    # "" = the mix to the end. A time limit (train.max_minutes) that stops training first skips it.
+    # "" = the mix to the end. A time limit (train.max_minutes) that stops training first skips it,
+    # unless a linear or cosine train.lr_schedule is fitted to that limit: its end keeps these updates.
     finish_on: str = ""
     finish_updates: int = 0
     # Extra training pairs appended as is (e.g. alignment gold sentences); "" = none.

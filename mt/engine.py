@@ -28,17 +28,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def learning_rate(
     step: int, lr: float, warmup: int, min_lr: float = 0.0, schedule: str = "inverse_sqrt", total_steps: int = 0
 ) -> float:
-    """Linear warmup to `lr`, then the decay `schedule`, floored at min_lr.
+    """The learning rate of update number `step` (from 1): linear warmup to `lr` over `warmup`
+    updates, then the decay `schedule`, never below min_lr.
 
-    inverse_sqrt (Noam) decays forever and never depends on the step budget; linear and cosine
-    reach min_lr at update `total_steps`, so a short run ends annealed instead of at a high rate.
+    inverse_sqrt (Noam) decays forever and never depends on the step budget. linear and cosine decay
+    over the updates after warmup up to `total_steps`, the last of them still taking a small step
+    (1/(total_steps - warmup + 1) of the way for linear), and reach min_lr after it: a short run ends
+    annealed instead of at a high rate.
     """
     step = max(step, 1)
     if warmup > 0 and step < warmup:
         return max(min_lr, lr * step / warmup)
     if schedule == "inverse_sqrt":
         return lr if warmup <= 0 else max(min_lr, lr * math.sqrt(warmup / step))
-    done = min(1.0, (step - warmup) / max(1, total_steps - warmup))  # share of the decay behind us
+    if schedule not in ("linear", "cosine"):
+        raise ValueError(f"unknown lr schedule {schedule!r}")
+    done = min(1.0, (step - warmup) / (max(total_steps, warmup) - warmup + 1))  # share of the decay behind us
     remaining = 1.0 - done if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
     return min_lr + (lr - min_lr) * remaining
 

@@ -77,7 +77,6 @@ class RunMetrics(TypedDict, total=False):
     run_dir: str
     overrides: list[str]  # the command line's Hydra overrides
     steps: int
-    schedule_steps: int  # where the lr schedule ends: train.max_steps, or fitted to train.max_minutes
     epochs: int
     train_minutes: float
     tokens_per_sec: float
@@ -96,6 +95,8 @@ class RunMetrics(TypedDict, total=False):
     teacher_gold_precision: float
     teacher_gold_recall: float
     teacher_gold_pairs: int
+    # A linear or cosine lr schedule: the update it ends at (train.max_steps, or fitted to train.max_minutes)
+    schedule_steps: int
     # After training: checkpoint averaging (train.average_last) and the test split
     averaged_checkpoints: int
     averaged_valid_bleu: float
@@ -209,7 +210,6 @@ class RunLog:
             "run_dir": str(self.run_dir.root),
             "overrides": self.overrides,
             "steps": state.step,
-            "schedule_steps": state.schedule_steps or self.cfg.train.max_steps,
             "epochs": state.epoch,
             "train_minutes": state.train_seconds / 60,
             "tokens_per_sec": state.train_tokens / max(state.train_seconds, 1e-9),
@@ -223,6 +223,8 @@ class RunLog:
             "history": state.history,  # type: ignore[typeddict-item]
             "config": config_dicts(self.cfg),
         }
+        if self.cfg.train.lr_schedule != "inverse_sqrt":
+            metrics["schedule_steps"] = state.last_step(self.cfg.train)
         if self.cfg.data.corpora:
             metrics["corpora"] = list(self.cfg.data.corpora)
             metrics["selection"] = selection_rule(metrics["corpora"])

@@ -42,8 +42,10 @@ from mt.tokenizer import Tokenizer
 
 log = logging.getLogger("mt.train")
 
-# A linear or cosine lr schedule is fitted to train.max_minutes after this many updates: enough to
-# measure the speed past the first steps' memory warm-up, early enough to change little before it.
+# A linear or cosine lr schedule is fitted to train.max_minutes after FIT_SCHEDULE_AFTER updates, from
+# the speed of those after the first FIT_SPEED_FROM (which pay for memory warm-up, compilation, tuning):
+# early enough to change little before it.
+FIT_SPEED_FROM = 20
 FIT_SCHEDULE_AFTER = 100
 # The share of the time budget the fitted schedule plans for, leaving room for the machine slowing down.
 FIT_SCHEDULE_MARGIN = 0.97
@@ -212,13 +214,9 @@ class Trainer:
             old.unlink(missing_ok=True)
 
     # Training ------------------------------------------------------------------------------
-    def _last_step(self) -> int:
-        """The update training ends at (0: no step limit): train.max_steps, or where the fitted schedule ends."""
-        return self.state.schedule_steps or self.tc.max_steps
-
     def _finished(self) -> bool:
         tc, st = self.tc, self.state
-        if self._last_step() and st.step >= self._last_step():
+        if st.last_step(tc) and st.step >= st.last_step(tc):
             return True
         if tc.max_minutes and st.train_seconds >= 60 * tc.max_minutes:
             return True
@@ -238,7 +236,7 @@ class Trainer:
         """Train until a limit (steps, minutes, epochs), early stopping, or a stop signal."""
         st = self.state
         self._install_signal_handlers()
-        steps, quiet = self.tc.max_steps or None, not self.tc.progress
+        steps, quiet = st.last_step(self.tc) or None, not self.tc.progress
         self.progress = tqdm(
             total=steps, initial=st.step, disable=quiet, unit="step", dynamic_ncols=True, file=sys.stderr
         )
@@ -264,7 +262,7 @@ class Trainer:
     def _finish_due(self) -> bool:
         """The mix has had its updates: what is left of training draws from data.finish_on alone."""
         data, st = self.cfg.data, self.state
-        return bool(data.finish_on) and st.finish_epoch < 0 and st.step >= self._last_step() - data.finish_updates
+        return bool(data.finish_on) and st.finish_epoch < 0 and st.step >= st.last_step(self.tc) - data.finish_updates
 
     def _start_finish(self) -> None:
         # A new epoch (its own batch order, over the one corpus), so a resumed run knows where it began.
@@ -274,7 +272,7 @@ class Trainer:
         st.finish_epoch = st.epoch
         corpus, rows = self.cfg.data.finish_on, self.finish_rows
         log.info(
-            f"step {st.step}: the last {self._last_step() - st.step} updates train on {corpus} alone "
+            f"step {st.step}: the last {st.last_step(self.tc) - st.step} updates train on {corpus} alone "
             f"({len(rows):,} of the mix's {len(self.src_lens):,} pairs), from epoch {st.epoch}"
         )
         if st.epoch + self.finish_epochs > self.tc.max_epochs:
@@ -317,7 +315,7 @@ class Trainer:
             start = time.perf_counter()
             group = plan.batches[st.batch_in_epoch : st.batch_in_epoch + per_update]
             micro_batches = [collate(train, idx) for idx in distributed.shard(group, self.dist, self.tc.accumulate)]
-            stats = self.engine.update(micro_batches, st.step + 1, st.schedule_steps)
+            stats = self.engine.update(micro_batches, st.step + 1, st.last_step(self.tc))
             st.batch_in_epoch += len(group)
             end_of_epoch = st.batch_in_epoch >= plan.usable
             if stats is None:
@@ -349,6 +347,8 @@ class Trainer:
         # Ranks agree on the clock (time limit) and on a stop request (signal on any rank).
         seconds, stop_votes = distributed.all_sum([seconds, float(self.stop_signal is not None)], self.dist)
         self._count(stats, seconds / self.dist.world)
+        if st.step == FIT_SPEED_FROM:
+            st.seconds_at_speed_start = st.train_seconds
         if st.step == FIT_SCHEDULE_AFTER:
             self._fit_schedule()
         if end_of_epoch:
@@ -370,26 +370,30 @@ class Trainer:
     def _fit_schedule(self) -> None:
         """End a linear or cosine lr schedule where train.max_minutes will stop training, if that comes
         before train.max_steps: the run then ends annealed instead of being cut at a high rate.
-        Fitted once, to the speed of the first updates, and kept in the checkpoint (resume follows it)."""
-        tc, st = self.tc, self.state
+        Fitted once, kept in the checkpoint: a resumed run follows it (a run resumed before the fit
+        counts its restart's warm-up in the speed)."""
+        tc, st, finish = self.tc, self.state, self.cfg.data.finish_updates
         if tc.lr_schedule == "inverse_sqrt" or not (tc.max_minutes and tc.max_steps) or st.schedule_steps:
             return
-        fits = int(st.step * FIT_SCHEDULE_MARGIN * 60 * tc.max_minutes / max(st.train_seconds, 1e-9))
+        seconds_per_update = (st.train_seconds - st.seconds_at_speed_start) / (st.step - FIT_SPEED_FROM)
+        seconds_left = FIT_SCHEDULE_MARGIN * 60 * tc.max_minutes - st.train_seconds
+        fits = st.step + int(seconds_left / max(seconds_per_update, 1e-9))
         if fits >= tc.max_steps:
             return
-        if fits <= max(tc.warmup_steps, self.cfg.data.finish_updates, st.step):
+        if fits <= max(tc.warmup_steps, st.step + finish):
+            needs = f"{tc.warmup_steps} warmup updates" + (f" and data.finish_updates={finish}" if finish else "")
             log.warning(
                 f"train.max_minutes={tc.max_minutes:g} leaves time for about {fits} updates at this speed, "
-                f"too few for the {tc.lr_schedule} schedule after {tc.warmup_steps} warmup updates: "
-                "the time limit will stop it before the learning rate decays"
+                f"too few for the {tc.lr_schedule} schedule's {needs}: the time limit will stop training "
+                "before the learning rate has decayed"
             )
             return
-        st.schedule_steps = fits
+        st.schedule_steps, st.schedule_minutes = fits, tc.max_minutes
         self.progress.total = fits
         log.info(
             f"step {st.step}: train.max_minutes={tc.max_minutes:g} leaves time for about {fits} of the "
-            f"{tc.max_steps} updates at this speed ({st.train_tokens / st.train_seconds:,.0f} tokens/s): the "
-            f"{tc.lr_schedule} schedule now reaches train.min_lr at update {fits}, where training ends"
+            f"{tc.max_steps} updates at this speed ({seconds_per_update:.2f} s per update): the "
+            f"{tc.lr_schedule} schedule now ends at update {fits}, where training stops"
         )
 
     def _count(self, stats: dict[str, float], seconds: float) -> None:

@@ -29,11 +29,12 @@ sys.modules[_spec.name] = baseline  # its dataclass resolves annotations through
 _spec.loader.exec_module(baseline)
 _spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
 bench_train = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench_train  # for its dataclasses, and bench_gemm's `from bench_train import`
-_spec.loader.exec_module(bench_train)  # its `from nn_transformer_baseline import` finds sys.modules
-_spec = importlib.util.spec_from_file_location("bench_gemm", ROOT / "scripts" / "bench_gemm.py")
-bench_gemm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_gemm)
+_gemm_spec = importlib.util.spec_from_file_location("bench_gemm", ROOT / "scripts" / "bench_gemm.py")
+bench_gemm = importlib.util.module_from_spec(_gemm_spec)
+with pytest.MonkeyPatch.context() as patch:  # for the imports only
+    patch.setitem(sys.modules, "bench_train", bench_train)  # its dataclasses, and bench_gemm's `from bench_train`
+    _spec.loader.exec_module(bench_train)  # its `from nn_transformer_baseline import` finds sys.modules
+    _gemm_spec.loader.exec_module(bench_gemm)
 
 VOCAB = 40
 
@@ -127,12 +128,32 @@ def test_race_alternates_the_order_block_by_block_and_switches_untimed_before_ea
     assert raced.speedup("a", "b") == raced.seconds["a"] / raced.seconds["b"]
 
 
-def test_numbered_counts_the_steps_of_one_update_across_its_callers():
+def race_steps(contenders_share_one_update: bool) -> list[tuple[str, int, int]]:
+    """(contender, batch, step) of every update a race makes, in the order it makes them."""
     seen = []
-    update = bench_train.numbered(lambda batch, step: seen.append((batch, step)) or 0.0)
-    for batch in "xyz":
-        update(batch)
-    assert seen == [("x", 1), ("y", 2), ("z", 3)]
+
+    def update(name):
+        return lambda batch, step: seen.append((name, batch, step)) or 0.0
+
+    if contenders_share_one_update:  # bench_dropout, bench_gemm: one model, one optimizer
+        shared = bench_train.numbered(update("model"))
+        contenders = {name: bench_train.Contender(shared) for name in "ab"}
+    else:  # bench_train: two models, each numbering its own updates
+        contenders = {name: bench_train.Contender(bench_train.numbered(update(name))) for name in "ab"}
+    bench_train.race(contenders, list(range(6)), 2, 2, torch.device("cpu"))
+    return seen
+
+
+def test_race_numbers_a_shared_model_s_steps_in_the_order_they_run():
+    seen = race_steps(contenders_share_one_update=True)
+    assert [step for _, _, step in seen] == list(range(1, 13))
+    assert [batch for _, batch, _ in seen] == [0, 0, 1, 1, 2, 3, 2, 3, 4, 5, 4, 5]
+
+
+def test_race_numbers_each_model_s_steps_by_the_batch_s_position():
+    seen = race_steps(contenders_share_one_update=False)
+    assert all(step == batch + 1 for _, batch, step in seen)
+    assert sorted(seen) == sorted((name, batch, batch + 1) for name in "ab" for batch in range(6))
 
 
 def test_bench_train_imports_as_a_script_and_as_a_module():

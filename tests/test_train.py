@@ -4,6 +4,7 @@ import random
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from tqdm import tqdm
 
 import mt.engine as engine_module
 import mt.train
-from mt.checkpoint import read
+from mt.checkpoint import TrainState, read
+from mt.config import TrainConfig
 from mt.engine import learning_rate
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save
@@ -56,16 +58,24 @@ def test_learning_rate_schedule():
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_budgeted_schedules_warm_up_then_anneal_to_min_lr_at_max_steps(schedule):
+def test_budgeted_schedules_warm_up_then_anneal_to_min_lr_after_max_steps(schedule):
     def lr(step):
-        return learning_rate(step, 1e-3, 100, 1e-5, schedule, 300)
+        return learning_rate(step, 1e-3, 100, 1e-5, schedule, 299)  # 199 updates after warmup
 
     assert lr(50) == pytest.approx(5e-4)  # the same warmup as inverse_sqrt
     assert lr(100) == pytest.approx(1e-3)
     assert lr(200) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)  # halfway through the decay, both schedules
-    assert lr(300) == pytest.approx(1e-5) and lr(400) == pytest.approx(1e-5)  # min_lr at max_steps, and after
+    assert 1e-5 < lr(299) < 1e-5 + 1e-5  # the last update still moves the weights, a little
+    if schedule == "linear":
+        assert lr(299) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 200)
+    assert lr(300) == pytest.approx(1e-5) and lr(400) == pytest.approx(1e-5)  # min_lr once the budget is spent
     decay = [lr(step) for step in range(100, 301)]
     assert all(a > b for a, b in zip(decay, decay[1:]))  # strictly decreasing to the end
+
+
+def test_an_unknown_schedule_is_an_error_not_a_default():
+    with pytest.raises(ValueError, match="step"):
+        learning_rate(200, 1e-3, 100, 0.0, "step", 300)
 
 
 def test_cosine_decays_slower_than_linear_early_and_faster_late():
@@ -124,12 +134,12 @@ def test_a_schedule_fitted_to_the_time_limit_ends_annealed_there_and_resumes_exa
     full = tmp_path / "full"
     monkeypatch.setattr(mt.train, "time", SteppingClock())
     metrics = run(toy_config(tmp_path, **settings), full)
-    # 30 updates took 15 s: about 116 of the 150 fit in 97 % of the minute, so the decay ends there
-    assert metrics["steps"] == metrics["schedule_steps"] == int(30 * 0.97 * 60 / 15) == 116
+    # 0.5 s per update (from updates 21-30): 116 of the 150 fit in 97 % of the minute, so the decay ends there
+    assert metrics["steps"] == metrics["schedule_steps"] == 30 + int((0.97 * 60 - 15) / 0.5) == 116
     assert metrics["train_minutes"] == pytest.approx(116 * 0.5 / 60)  # before the time limit: ended by the schedule
     assert read(full / "checkpoints" / "last.pt")["train_state"]["schedule_steps"] == 116
     lrs = [e.value for e in EventAccumulator(str(full / "tb")).Reload().Scalars("train/lr")]
-    assert lrs[-1] == pytest.approx(3e-3 * (116 - 110) / (116 - 20))  # logged every 10 updates: the last at 110
+    assert lrs[-1] == pytest.approx(3e-3 * (116 - 110 + 1) / (116 - 20 + 1))  # logged every 10: the last at 110
 
     split = tmp_path / "split"
     monkeypatch.setattr(mt.train, "time", SteppingClock(interrupt_at=150))  # about update 74
@@ -143,24 +153,43 @@ def test_a_schedule_fitted_to_the_time_limit_ends_annealed_there_and_resumes_exa
 
 
 @pytest.mark.parametrize(
-    ("schedule", "max_minutes", "seconds", "expected"),
+    ("schedule", "max_minutes", "seconds", "warmup", "finish", "expected"),
     [
-        ("linear", 10.0, 100.0, 582),  # 100 updates in 100 s: 582 fit in 97 % of 10 minutes
-        ("cosine", 10.0, 100.0, 582),
-        ("inverse_sqrt", 10.0, 100.0, 0),  # never decays to an end: nothing to fit
-        ("linear", 30.0, 100.0, 0),  # all 1,200 updates fit
-        ("linear", 0.0, 100.0, 0),  # no time limit
-        ("linear", 10.0, 200.0, 0),  # 291 fit, fewer than the 500 warmup updates: left to the time limit
+        ("linear", 10.0, 100.0, 500, 0, 582),  # 1 s per update: 482 more fit in 97 % of 10 minutes
+        ("cosine", 10.0, 100.0, 500, 0, 582),
+        ("linear", 10.0, 180.0, 500, 0, 502),  # the first 20 took 100 s: the speed is measured after them
+        ("inverse_sqrt", 10.0, 100.0, 500, 0, 0),  # never decays to an end: nothing to fit
+        ("linear", 30.0, 100.0, 500, 0, 0),  # all 1,200 updates fit
+        ("linear", 0.0, 100.0, 500, 0, 0),  # no time limit
+        ("linear", 10.0, 180.0, 503, 0, 0),  # fewer than the warmup updates fit: left to the time limit
+        ("linear", 10.0, 100.0, 50, 400, 582),  # the last 400 updates on data.finish_on still fit after step 100
+        ("linear", 10.0, 100.0, 50, 490, 0),  # they would not: the finish phase is left whole
+        ("linear", 10.0, 590.0, 50, 0, 0),  # the time is all but spent: no updates left to fit
     ],
 )
-def test_fit_schedule_only_where_the_time_limit_cuts_a_decay_short(tmp_path, schedule, max_minutes, seconds, expected):
-    cfg = toy_config(tmp_path, lr_schedule=schedule, warmup_steps=500, max_steps=1200, max_minutes=max_minutes)
+def test_fit_schedule_only_where_the_time_limit_cuts_a_decay_short(
+    tmp_path, schedule, max_minutes, seconds, warmup, finish, expected
+):
+    cfg = toy_config(tmp_path, lr_schedule=schedule, warmup_steps=warmup, max_steps=1200, max_minutes=max_minutes)
     trainer = Trainer(cfg, tmp_path / "run")
+    trainer.cfg.data.finish_updates = finish  # only its count matters here
     trainer.progress = tqdm(disable=True)
-    trainer.state.step, trainer.state.train_seconds, trainer.state.train_tokens = 100, seconds, 1000
+    st = trainer.state
+    st.step, st.train_seconds, st.train_tokens = 100, seconds, 1000
+    st.seconds_at_speed_start = seconds - 80.0  # updates 21-100 took 1 s each
     trainer._fit_schedule()
-    assert trainer.state.schedule_steps == expected
-    assert trainer._last_step() == (expected or 1200)
+    assert st.schedule_steps == expected
+    assert st.last_step(trainer.tc) == (expected or 1200)
+
+
+def test_a_fitted_end_holds_only_for_the_limits_it_was_fitted_to():
+    state = TrainState(schedule_steps=582, schedule_minutes=10.0)
+    fitted = TrainConfig(lr_schedule="linear", warmup_steps=500, max_steps=1200, max_minutes=10.0)
+    assert state.last_step(fitted) == 582
+    assert state.last_step(replace(fitted, max_steps=400)) == 400  # resumed with a lower step limit
+    assert state.last_step(replace(fitted, max_minutes=20.0)) == 1200  # resumed with more time: its own budget
+    assert state.last_step(replace(fitted, lr_schedule="inverse_sqrt")) == 1200  # no end to fit
+    assert TrainState().last_step(fitted) == 1200 and TrainState().last_step(replace(fitted, max_steps=0)) == 0
 
 
 @pytest.mark.slow

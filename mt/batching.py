@@ -42,6 +42,16 @@ class Split:
         return _lengths(self.src) + 1, _lengths(self.tgt) + 1
 
 
+def used_ids(seqs: Sequence[list[int]], vocab_size: int) -> np.ndarray:
+    """bool [vocab_size]: the ids that occur in any of the sequences."""
+    if hasattr(seqs, "id_counts"):  # a TokenColumn (mt.data): counted from its Arrow arrays
+        return seqs.id_counts(vocab_size) > 0
+    used = np.zeros(vocab_size, dtype=bool)
+    for seq in seqs:
+        used[seq] = True
+    return used
+
+
 def _lengths(seqs: Sequence[list[int]]) -> np.ndarray:
     if hasattr(seqs, "lengths"):  # a TokenColumn (mt.data) counts without materializing rows
         return seqs.lengths()

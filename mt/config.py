@@ -287,6 +287,10 @@ class ModelConfig:
     align_heads: int = 1
     align_full_context: bool = False
     align_null: bool = False
+    # The output layer scores only the pieces that occur in the training targets (and eos, unk);
+    # the others are never emitted. With a joint vocabulary many pieces are source-side only: this
+    # saves their share of the output layer's matmuls and of the loss (docs/benchmarks.md).
+    output_shortlist: bool = False
 
     def decoder_depth(self) -> int:
         return self.decoder_layers if self.decoder_layers is not None else self.layers

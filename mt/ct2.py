@@ -113,6 +113,8 @@ def _decoder(spec, model: Transformer) -> None:
     spec.projection.weight = _np(model.output.weight)
     bias = np.zeros(model.tgt_vocab_size, dtype=np.float32)
     bias[[PAD_ID, BOS_ID]] = NEVER
+    if model.shortlist is not None:  # model.output_shortlist: the pieces outside it are never emitted
+        bias[~model.emittable.cpu().numpy()] = NEVER
     spec.projection.bias = bias
 
 

@@ -627,6 +627,20 @@ class TokenColumn(Sequence):
             raise IndexError(index)
         return self._row(int(index) if self._rows is None else int(self._rows[index]))
 
+    def id_counts(self, size: int) -> np.ndarray:
+        """How often each id in [0, size) occurs in the selected rows (a row selected twice counts twice)."""
+        counts = np.zeros(size, dtype=np.int64)
+        for c, (values, offsets) in enumerate(self._chunks):
+            ids = values[offsets[0] : offsets[-1]]  # a sliced Arrow chunk's values can hold more
+            if self._rows is None:
+                counts += np.bincount(ids, minlength=size)[:size]
+                continue
+            first, n = int(self._first[c]), len(offsets) - 1
+            local = self._rows[(self._rows >= first) & (self._rows < first + n)] - first
+            times = np.repeat(np.bincount(local, minlength=n), np.diff(offsets))  # per id: its row's selections
+            counts += np.bincount(ids, weights=times, minlength=size)[:size].astype(np.int64)
+        return counts
+
     def lengths(self) -> np.ndarray:
         """Number of ids per row (vectorized: no row is materialized)."""
         if not self._chunks:

@@ -99,7 +99,9 @@ class Engine:
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last or not d.enabled else self.step_model.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    result = batch_loss(self.step_model, batch, tc.label_smoothing, tc.align_weight)
+                    result = batch_loss(
+                        self.step_model, batch, tc.label_smoothing, tc.align_weight, self.model.output_class
+                    )
                 scaled = result.loss / target_tokens
                 if d.enabled:
                     scaled = scaled * d.world  # DDP averages gradients over ranks; undo that to sum them

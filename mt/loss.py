@@ -68,9 +68,13 @@ class BatchLoss(NamedTuple):
     align: float  # summed alignment loss (0 when not trained)
 
 
-def batch_loss(model, batch, label_smoothing: float, align_weight: float = 0.0) -> BatchLoss:
+def batch_loss(
+    model, batch, label_smoothing: float, align_weight: float = 0.0, output_class: Tensor | None = None
+) -> BatchLoss:
     """The losses over the batch's real target tokens; with align_weight > 0 and teacher links in
-    the batch, plus the aligning heads' alignment loss."""
+    the batch, plus the aligning heads' alignment loss. output_class: the model's piece -> output
+    class map when it scores a shortlist (Transformer.output_class; label smoothing then spreads
+    over the shortlist, and a piece outside it counts as unk)."""
     from mt.tokenizer import PAD_ID
 
     real = batch.tgt_out != PAD_ID
@@ -78,6 +82,8 @@ def batch_loss(model, batch, label_smoothing: float, align_weight: float = 0.0) 
     # Through forward(): DDP and compile see the whole computation.
     logits, attention = model(batch.src, batch.tgt_in, select=real, align=align)
     target = batch.tgt_out[real]
+    if output_class is not None:
+        target = output_class[target]
     loss, nll = smoothed_cross_entropy(logits, target, label_smoothing)
     align_sum = 0.0
     if align:

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mt.config import ModelConfig, validate
-from mt.tokenizer import BOS_ID, PAD_ID
+from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+SHORTLIST_MULTIPLE = 64  # model.output_shortlist: the shortlist's size is rounded up to this (matmul speed)
 
 
 def attend(
@@ -339,6 +341,56 @@ class Transformer(nn.Module):
             self.output.weight = self.tgt_embed.tokens.weight
             if joint_vocab and src_vocab_size == tgt_vocab_size:  # one vocabulary: one embedding table
                 self.src_embed.tokens.weight = self.tgt_embed.tokens.weight
+        # model.output_shortlist: the output layer scores only the pieces marked emittable (the
+        # training targets' pieces, set by set_emittable); the others get log-probability -inf.
+        # Derived from `emittable` (not saved): [V'] the emittable piece ids, ascending; [V] each
+        # piece's output class (its row in the shortlist; unk's for a piece outside it).
+        self.register_buffer("shortlist", None, persistent=False)
+        self.register_buffer("output_class", None, persistent=False)
+        if c.output_shortlist:
+            self.register_buffer("emittable", torch.ones(tgt_vocab_size, dtype=torch.bool))
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._index_shortlist())
+            self._index_shortlist()
+
+    def set_emittable(self, emittable: Tensor, multiple: int = 1) -> None:
+        """emittable: bool [V], the pieces the output layer scores (eos and unk always included), with
+        the lowest-id others added until their number is a multiple of `multiple` (sentencepiece
+        numbers pieces by score, so these are the likeliest of the rest): the output matmul runs
+        at 5,446 classes well below its speed at 5,440 or 5,504 (docs/benchmarks.md)."""
+        if not self.config.output_shortlist:
+            raise ValueError("set_emittable needs model.output_shortlist=true")
+        if emittable.shape != self.emittable.shape:
+            raise ValueError(f"emittable has shape {tuple(emittable.shape)}, expected {tuple(self.emittable.shape)}")
+        with torch.no_grad():
+            self.emittable.copy_(emittable)
+            self._index_shortlist()
+            rest = (~self.emittable).nonzero().squeeze(1)
+            rest = rest[(rest != PAD_ID) & (rest != BOS_ID)]
+            self.emittable[rest[: -len(self.shortlist) % multiple]] = True
+        self._index_shortlist()
+
+    def _index_shortlist(self) -> None:
+        e = self.emittable
+        e[[EOS_ID, UNK_ID]] = True
+        e[[PAD_ID, BOS_ID]] = False  # never outputs (see never_emit)
+        self.shortlist = e.nonzero().squeeze(1)
+        position = torch.cumsum(e.long(), 0) - 1
+        self.output_class = torch.where(e, position, position[UNK_ID])
+
+    def output_logits(self, hidden: Tensor) -> Tensor:
+        """hidden [...,D] -> logits [...,V'] over the output classes: the shortlist's pieces in
+        ascending id order (output_class maps a piece to its class), or all V pieces."""
+        if self.shortlist is None:
+            return self.output(hidden)
+        return F.linear(hidden, self.output.weight[self.shortlist])  # index_select: grads reach only these rows
+
+    def full_vocabulary(self, scores: Tensor, fill: float) -> Tensor:
+        """scores [...,V'] over the output classes -> [...,V], `fill` for the pieces outside the shortlist."""
+        if self.shortlist is None:
+            return scores
+        full = scores.new_full((*scores.shape[:-1], self.tgt_vocab_size), fill)
+        full[..., self.shortlist] = scores
+        return full
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared tensors are counted once
@@ -386,7 +438,7 @@ class Transformer(nn.Module):
     ) -> tuple[Tensor, list[Tensor]]:
         """tgt_in [B,T] -> logits [B,T,V], cross-attention [B,H,T,S] per layer (if asked)."""
         hidden, attention = self.decode_hidden(tgt_in, memory, src_mask, need_weights)
-        return self.output(hidden), attention
+        return self.full_vocabulary(self.output_logits(hidden), float("-inf")), attention
 
     def aligning_attention(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
         """The supervised heads' cross-attention [B,k,T,S] from a full-context pass (no causal mask)
@@ -404,10 +456,11 @@ class Transformer(nn.Module):
         align: bool = False,
         full_context: bool = False,
     ) -> tuple[Tensor, list[Tensor]]:
-        """Logits [B,T,V] and cross-attention: [B,H,T,S] per layer with `need_weights`; with `align`
-        (training the aligning heads) one entry, the aligning heads' attention [B,k,T,S].
+        """Logits [B,T,V'] (the output classes: see output_logits) and cross-attention: [B,H,T,S] per
+        layer with `need_weights`; with `align` (training the aligning heads) one entry, the
+        aligning heads' attention [B,k,T,S].
 
-        With `select` (bool [B,T]) only the selected positions' logits, [N,V]: selecting the
+        With `select` (bool [B,T]) only the selected positions' logits, [N,V']: selecting the
         real (non-pad) target positions before the output layer saves its largest matmul on
         padding during training. `full_context`: see decode_hidden.
         """
@@ -422,7 +475,7 @@ class Transformer(nn.Module):
             L = c.aligning_layer()
             x, (weights,) = self._decoder_pass(tgt_in, memory, src_mask, range(L, L + 1))
             hidden, attention = self.dec_norm(x), [weights[:, : c.align_heads]]
-        return self.output(hidden if select is None else hidden[select]), attention
+        return self.output_logits(hidden if select is None else hidden[select]), attention
 
     # Incremental decoding -------------------------------------------------------------
     def start_decoding(self, memory: Tensor, src_mask: Tensor, rows_per_source: int = 1) -> DecoderState:
@@ -443,5 +496,6 @@ class Transformer(nn.Module):
                 attention.append(weights[:, :, 0])  # [N,H,S]
         state.memory = None  # every layer has cached its cross-attention keys/values
         state.step += 1
-        logits = self.output(self.dec_norm(x[:, 0])).float()
-        return never_emit(logits.log_softmax(dim=-1)), (torch.stack(attention, dim=1) if attention else None)
+        logp = self.output_logits(self.dec_norm(x[:, 0])).float().log_softmax(dim=-1)
+        weights = torch.stack(attention, dim=1) if attention else None
+        return never_emit(self.full_vocabulary(logp, float("-inf"))), weights

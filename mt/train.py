@@ -27,14 +27,14 @@ from mt import distributed, rundir
 from mt import validation as scoring
 from mt.align.teacher import PieceLinks, teacher_links
 from mt.average import average_if_better, snapshot_name, snapshots
-from mt.batching import EpochPlan, Split, collate, epoch_plan, padding_waste
+from mt.batching import EpochPlan, Split, collate, epoch_plan, padding_waste, used_ids
 from mt.checkpoint import TrainState
 from mt.config import MTConfig, validate
 from mt.data import PreparedData, prepare
 from mt.engine import Engine, training_device
 from mt.errors import UserError
 from mt.fileio import atomic_torch_save, atomic_write_text
-from mt.model import Transformer
+from mt.model import SHORTLIST_MULTIPLE, Transformer
 from mt.paths import CONFIG_DIR
 from mt.rundir import RunDir, RunLock, claim
 from mt.runlog import RunLog, RunMetrics, selection_rule, summary
@@ -91,6 +91,10 @@ class Trainer:
         self._prepare_data(ckpt_io.tokenizer_of(resume_ckpt) if resume_ckpt else None)
         tok = self.data.tokenizer
         model = Transformer(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint)
+        if cfg.model.output_shortlist:  # a resumed run reloads the same set from its checkpoint
+            used = torch.from_numpy(used_ids(self.data.splits["train"].tgt, tok.tgt_vocab_size))
+            model.set_emittable(used, SHORTLIST_MULTIPLE)
+            log.info(f"output shortlist: {len(model.shortlist):,} of {tok.tgt_vocab_size:,} pieces")
         self.model = model
         self.engine = Engine.build(model, tc, self.device, self.dist)
         if resume_ckpt is not None:

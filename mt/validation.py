@@ -44,7 +44,7 @@ def validation_loss(model: Transformer, split: Split, max_tokens: int, device: t
     src_lens, tgt_lens = split.lengths()
     for idx in bucket_batches(src_lens, tgt_lens, max_tokens):
         batch = collate(split, idx).to(device)
-        result = batch_loss(model, batch, 0.0)
+        result = batch_loss(model, batch, 0.0, output_class=model.output_class)
         total += float(result.nll)
         tokens += result.tokens
     return total / max(tokens, 1)

@@ -38,7 +38,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -49,6 +49,7 @@ from mt.device import cpu_info
 from mt.engine import Engine
 from mt.errors import exit_on_user_error
 from mt.fileio import atomic_write_text
+from mt.model import Transformer
 from mt.tokenizer import PAD_ID
 from mt.train import Trainer
 
@@ -86,8 +87,8 @@ def measured_peak_gflops(
     return best
 
 
-def forward_flops(model, batch) -> float:
-    """Matmul FLOPs of one forward pass over the batch's real tokens."""
+def forward_flops(model, batch, classes: int) -> float:
+    """Matmul FLOPs of one forward pass over the batch's real tokens, the output layer scoring `classes`."""
     c = model.config
     d, f = c.d_model, c.ffn_dim
     src_len = (batch.src != PAD_ID).sum(1).double()
@@ -97,8 +98,23 @@ def forward_flops(model, batch) -> float:
     dec_self = tgt_len * (4 * d * d) + tgt_len * tgt_len * d  # causal scores: half of 2*T*T*d
     dec_cross = tgt_len * (2 * d * d) + src_len * (2 * d * d) + 2 * tgt_len * src_len * d
     dec = n_dec * (dec_self + dec_cross + tgt_len * 2 * d * f).sum()
-    out = tgt_len.sum() * d * model.tgt_vocab_size
+    out = tgt_len.sum() * d * classes
     return float(2 * (enc + dec + out))  # 2 FLOPs per multiply-add
+
+
+def output_classes(model) -> int:
+    """The classes the output layer scores: the shortlist's pieces (model.output_shortlist) or all."""
+    shortlist = getattr(model, "shortlist", None)
+    return model.tgt_vocab_size if shortlist is None else len(shortlist)
+
+
+def full_output_twin(model: Transformer, joint_vocab: bool) -> Transformer:
+    """The same model and weights, its output layer scoring every piece (no shortlist)."""
+    twin = Transformer(
+        replace(model.config, output_shortlist=False), model.src_vocab_size, model.tgt_vocab_size, joint_vocab
+    )
+    twin.load_state_dict(model.state_dict(), strict=False)  # all but the shortlist's `emittable`
+    return twin
 
 
 def best_ms(fn: Callable[[], object], reps: int) -> float:
@@ -261,17 +277,22 @@ def main() -> None:
     batches = recipe_batches(trainer, args.warmup + args.steps + args.profile)
     ours = engine_step(engine)  # each model numbers its own steps: the same lr on the same batch
     contenders = {"mt": Contender(ours), "baseline": Contender(numbered(baseline.update))}
+    if trainer.model.shortlist is not None:  # model.output_shortlist: also time the same model without it
+        twin = Engine.build(full_output_twin(trainer.model, tok.joint), cfg.train, engine.device, engine.dist)
+        contenders["full_output"] = Contender(engine_step(twin))
     raced = race(contenders, batches[: args.warmup + args.steps], args.warmup, args.block, engine.device)
     seconds = raced.seconds
     block_speedups = raced.block_speedups("baseline", "mt")  # same tokens: time ratio
 
     timed = batches[args.warmup : args.warmup + args.steps]
     tokens = sum(b.num_tokens for b in timed)
-    flops = sum(3 * forward_flops(trainer.model, b) for b in timed)
+    model = trainer.model
+    flops = sum(3 * forward_flops(model, b, output_classes(model)) for b in timed)  # what mt computes
+    full_flops = sum(3 * forward_flops(model, b, model.tgt_vocab_size) for b in timed)  # every piece scored
     dtype = engine.amp_dtype or torch.float32
     precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     peak = measured_peak_gflops(dtype, engine.device)
-    achieved = {name: flops / s / 1e9 for name, s in seconds.items()}
+    achieved = {name: (flops if name == "mt" else full_flops) / s / 1e9 for name, s in seconds.items()}
     result = {
         "config": overrides,
         "threads": torch.get_num_threads(),
@@ -294,9 +315,14 @@ def main() -> None:
         "speedup_vs_nn_transformer": seconds["baseline"] / seconds["mt"],
         "speedup_per_block_median": statistics.median(block_speedups),
         "speedup_per_block": block_speedups,
+        "output_classes": output_classes(trainer.model),
         "loss_last_block": raced.block_losses["mt"][-1],
         "baseline_loss_last_block": raced.block_losses["baseline"][-1],
     }
+    if "full_output" in seconds:
+        result["full_output_tokens_per_sec"] = tokens / seconds["full_output"]
+        result["speedup_vs_full_output"] = raced.speedup("full_output", "mt")
+        result["speedup_vs_full_output_per_block"] = raced.block_speedups("full_output", "mt")
     if args.profile:
         result["profile"] = profile_steps(ours, batches[args.warmup + args.steps :])  # ours goes on numbering
     if args.nominal_peak:

@@ -288,8 +288,8 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     real = engine_module.batch_loss
     calls = {"n": 0}
 
-    def sometimes_nan(model, batch, smoothing, align_weight):
-        result = real(model, batch, smoothing, align_weight)
+    def sometimes_nan(model, batch, smoothing, align_weight, output_class):
+        result = real(model, batch, smoothing, align_weight, output_class)
         calls["n"] += 1
         return result._replace(loss=result.loss * float("nan")) if calls["n"] in (3, 4) else result
 
@@ -300,7 +300,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(
         engine_module,
         "batch_loss",
-        lambda m, b, s, a: real(m, b, s, a)._replace(loss=real(m, b, s, a).loss * float("nan")),
+        lambda m, b, s, a, c: real(m, b, s, a, c)._replace(loss=real(m, b, s, a, c).loss * float("nan")),
     )
     with pytest.raises(UserError, match="non-finite losses in a row"):
         run(toy_config(tmp_path, max_steps=10, max_bad_steps=3), tmp_path / "b")

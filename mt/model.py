@@ -228,6 +228,7 @@ class DecoderState:
     layers: list[LayerCache]
     step: int = 0
     memory: Tensor | None = field(default=None, repr=False)  # [sources,S,D]; dropped once cross k/v are cached
+    output_weight: Tensor | None = field(default=None, repr=False)  # [V',D] the shortlist's rows, gathered once
 
     def reorder(self, rows: Tensor, sources: Tensor | None = None) -> None:
         """Keep the rows `rows` [N'] (indices of the current rows, in their new order) and, when
@@ -377,12 +378,15 @@ class Transformer(nn.Module):
         position = torch.cumsum(e.long(), 0) - 1
         self.output_class = torch.where(e, position, position[UNK_ID])
 
-    def output_logits(self, hidden: Tensor) -> Tensor:
+    def output_logits(self, hidden: Tensor, shortlist_weight: Tensor | None = None) -> Tensor:
         """hidden [...,D] -> logits [...,V'] over the output classes: the shortlist's pieces in
-        ascending id order (output_class maps a piece to its class), or all V pieces."""
+        ascending id order (output_class maps a piece to its class), or all V pieces.
+        shortlist_weight: the shortlist's rows of the output weight, when already gathered."""
         if self.shortlist is None:
             return self.output(hidden)
-        return F.linear(hidden, self.output.weight[self.shortlist])  # index_select: grads reach only these rows
+        if shortlist_weight is None:
+            shortlist_weight = self.output.weight[self.shortlist]  # index_select: grads reach only these rows
+        return F.linear(hidden, shortlist_weight)
 
     def full_vocabulary(self, scores: Tensor, fill: float) -> Tensor:
         """scores [...,V'] over the output classes -> [...,V], `fill` for the pieces outside the shortlist."""
@@ -482,7 +486,9 @@ class Transformer(nn.Module):
         """memory [sources,S,D], src_mask [sources,1,1,S]; decode_step then takes rows_per_source
         consecutive rows (the beams) per source."""
         layers = [LayerCache(rows_per_source) for _ in self.decoder]
-        return DecoderState(src_mask=src_mask, layers=layers, memory=memory)
+        # Gathered once, not at every step (a copy of V' x D floats).
+        weight = None if self.shortlist is None else self.output.weight[self.shortlist]
+        return DecoderState(src_mask=src_mask, layers=layers, memory=memory, output_weight=weight)
 
     def decode_step(
         self, tokens: Tensor, state: DecoderState, need_weights: bool = False
@@ -496,6 +502,6 @@ class Transformer(nn.Module):
                 attention.append(weights[:, :, 0])  # [N,H,S]
         state.memory = None  # every layer has cached its cross-attention keys/values
         state.step += 1
-        logp = self.output_logits(self.dec_norm(x[:, 0])).float().log_softmax(dim=-1)
+        logp = self.output_logits(self.dec_norm(x[:, 0]), state.output_weight).float().log_softmax(dim=-1)
         weights = torch.stack(attention, dim=1) if attention else None
         return never_emit(self.full_vocabulary(logp, float("-inf"))), weights

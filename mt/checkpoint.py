@@ -214,7 +214,11 @@ def check_resumed_teacher(ckpt: TrainingCheckpoint, tc: TrainConfig, path: Path)
 
 def restore_training(ckpt: TrainingCheckpoint, engine: Engine, path: Path) -> TrainState:
     """Load weights, optimizer, scaler and this rank's RNG from `ckpt`; returns its TrainState."""
-    if ckpt["model_config"] != asdict(engine.model.config):
+    try:  # through ModelConfig: a key added since the checkpoint was written takes its default
+        saved_config = asdict(ModelConfig(**ckpt["model_config"]))
+    except TypeError:  # a key this version does not know
+        saved_config = ckpt["model_config"]
+    if saved_config != asdict(engine.model.config):
         raise UserError(
             f"{path} was trained with a different model config; resume with the same "
             "model.* settings or start a new run directory"

@@ -84,7 +84,9 @@ class Engine:
         if dist.enabled:
             # Replicas start from rank 0's weights; dropout differs per rank from here on.
             ids = [device.index] if device.type == "cuda" else None
-            step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # Every buffer is computed alike on every rank (the shortlist's are replaced on resume,
+            # which DDP's per-forward buffer broadcast would not see): no broadcast needed.
+            step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
             torch.manual_seed(tc.seed + dist.rank)
         if tc.compile:
             step_model = torch.compile(step_model)

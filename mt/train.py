@@ -99,6 +99,13 @@ class Trainer:
         self.engine = Engine.build(model, tc, self.device, self.dist)
         if resume_ckpt is not None:
             self.state = ckpt_io.restore_training(resume_ckpt, self.engine, self.paths.last)
+            if cfg.model.output_shortlist:  # the checkpoint's shortlist holds; new target pieces train as unk
+                unlisted = int((used & ~model.emittable.cpu()).sum())
+                if unlisted:
+                    log.warning(
+                        f"the training targets have {unlisted:,} pieces outside the resumed run's output "
+                        "shortlist (the data changed?): they are trained as unk"
+                    )
             st = self.state
             log.info(f"resumed from {self.paths.last} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
         self.log.open_tensorboard(self.state.step)

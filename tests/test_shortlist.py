@@ -5,6 +5,8 @@ checkpoints, model folders and resume."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from mt import ct2
-from mt.batching import used_ids
+from mt.batching import Batch, used_ids
 from mt.checkpoint import build_model, load, pack
 from mt.config import DecodeConfig
 from mt.data import TokenColumn
 from mt.decode import translate_ids
 from mt.export import export
-from mt.loss import smoothed_cross_entropy
+from mt.loss import batch_loss, smoothed_cross_entropy
 from mt.model import SHORTLIST_MULTIPLE
 from mt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from tests.conftest import tiny_model, toy_config
@@ -33,9 +35,9 @@ def emittable(ids: list[int], vocab: int = V) -> torch.Tensor:
     return mask
 
 
-def restricted(vocab: int = V, keep_every: int = 3, seed: int = 0):
+def restricted(vocab: int = V, keep_every: int = 3, seed: int = 0, tie_embeddings: bool = True):
     """A tiny model whose shortlist is every third piece (plus eos and unk, which it always has)."""
-    model = tiny_model(vocab=vocab, seed=seed, output_shortlist=True)
+    model = tiny_model(vocab=vocab, seed=seed, output_shortlist=True, tie_embeddings=tie_embeddings)
     model.set_emittable(emittable(list(range(4, vocab, keep_every)), vocab))
     return model
 
@@ -65,7 +67,7 @@ def test_a_full_shortlist_is_the_plain_model():
 
 
 def test_the_loss_is_cross_entropy_over_the_shortlist():
-    model = restricted()
+    model = restricted(tie_embeddings=False)  # untied: the output weight's gradient is the output layer's alone
     model.train()
     src, tgt_in = torch.randint(4, V, (2, 6)), torch.randint(4, V, (2, 4))
     logits, _ = model(src, tgt_in)  # [B,T,V']
@@ -80,8 +82,24 @@ def test_the_loss_is_cross_entropy_over_the_shortlist():
     outside = torch.tensor([5, 6])  # not in range(4, V, 3): scored as unk
     assert model.output_class[outside].tolist() == [model.output_class[UNK_ID].item()] * 2
     loss.backward()
-    grad = model.output.weight.grad  # tied: the target embedding; only the shortlist's rows get the output's gradient
-    assert grad is not None
+    grad = model.output.weight.grad
+    assert (grad[~model.emittable] == 0).all() and (grad[model.shortlist].abs().sum(-1) > 0).all()
+
+
+def test_batch_loss_maps_targets_to_their_classes_and_unlisted_ones_to_unk():
+    model = restricted()
+    src, tgt_in = torch.randint(4, V, (2, 6)), torch.randint(4, V, (2, 4))
+    tgt_out = torch.tensor([[7, 10, 5, EOS_ID], [13, 6, PAD_ID, PAD_ID]])  # 5 and 6 are outside the shortlist
+    batch = Batch(src=src, tgt_in=tgt_in, tgt_out=tgt_out, indices=np.arange(2))
+    result = batch_loss(model, batch, 0.1, output_class=model.output_class)
+    logits = model.full_vocabulary(model(src, tgt_in)[0], float("-inf"))  # [B,T,V]
+    real = tgt_out != PAD_ID
+    expected_ids = torch.where(model.emittable[tgt_out[real]], tgt_out[real], UNK_ID)
+    listed = logits[real][:, model.shortlist]  # [N,V'] the shortlist's pieces only
+    expected_class = torch.searchsorted(model.shortlist, expected_ids)
+    assert result.tokens == 6
+    assert torch.allclose(result.loss, F.cross_entropy(listed, expected_class, label_smoothing=0.1, reduction="sum"))
+    assert torch.allclose(result.nll, F.cross_entropy(listed, expected_class, reduction="sum"))
 
 
 def test_pieces_outside_the_shortlist_are_never_emitted():
@@ -137,7 +155,7 @@ def test_set_emittable_keeps_eos_and_unk_and_drops_pad_and_bos():
 
 
 @pytest.mark.slow
-def test_training_with_a_shortlist_records_the_training_targets_pieces_and_resumes(tmp_path):
+def test_training_with_a_shortlist_records_the_training_targets_pieces_and_resumes(tmp_path, monkeypatch, caplog):
     from mt.data import prepare
     from mt.train import run
 
@@ -153,6 +171,12 @@ def test_training_with_a_shortlist_records_the_training_targets_pieces_and_resum
     expected = expected.emittable
     assert torch.equal(model.emittable, expected) and bool(expected[used].all())
     cfg.train.max_steps, cfg.train.resume = 60, True
-    metrics = run(cfg, tmp_path / "run")
+    # The data "changed": the resumed run must keep the checkpoint's set, and say so.
+    more = np.ones_like(used.numpy())
+    monkeypatch.setattr("mt.train.used_ids", lambda seqs, vocab_size: more)
+    with caplog.at_level(logging.WARNING, logger="mt.train"):
+        metrics = run(cfg, tmp_path / "run")
     assert metrics["steps"] == 60
-    assert torch.equal(load(tmp_path / "run" / "checkpoints" / "last.pt").model.emittable, expected)
+    assert "outside the resumed run's output shortlist" in caplog.text
+    resumed = load(tmp_path / "run" / "checkpoints" / "last.pt").model
+    assert torch.equal(resumed.emittable, expected) and torch.equal(resumed.shortlist, model.shortlist)

@@ -335,3 +335,17 @@ def test_sweep_from_another_directory_with_a_failing_job_exits_nonzero(tmp_path)
     assert "1 sweep job(s) failed" in done.stderr and "train.optimizer must be one of adam, adamw" in done.stderr
     statuses = sorted(json.loads(p.read_text()).get("status") for p in sweep.glob("*/metrics.json"))
     assert statuses == ["completed"]  # the good job ran; the bad one was refused before writing metrics
+
+
+def test_a_run_saved_before_a_model_key_existed_resumes_with_its_default(tmp_path):
+    run_dir = tmp_path / "run"
+    run(toy_config(tmp_path, max_steps=6, eval_every=0), run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = read(last)
+    del ckpt["model_config"]["output_shortlist"]  # as written before model.output_shortlist existed
+    torch.save(ckpt, last)
+    assert run(toy_config(tmp_path, max_steps=8, eval_every=0, resume=True), run_dir)["steps"] == 8
+    ckpt["model_config"]["d_model"] = 32  # a real difference is still refused
+    torch.save(ckpt, last)
+    with pytest.raises(UserError, match="different model config"):
+        run(toy_config(tmp_path, max_steps=10, eval_every=0, resume=True), run_dir)

@@ -29,6 +29,7 @@ from mt.cli import inference_threads
 from mt.config import DecodeConfig, default_data_dir
 from mt.decode import translate_ids
 from mt.device import cpu_info
+from mt.errors import exit_on_user_error
 from mt.evaluate import score_translations
 from mt.export import export
 from mt.fileio import atomic_write_json, read_lines
@@ -124,4 +125,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error("bench_ct2"):  # no run to time, a bad path: one line, exit 2
+        main()

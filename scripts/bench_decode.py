@@ -33,6 +33,7 @@ from mt.checkpoint import load
 from mt.config import DecodeConfig
 from mt.decode import translate_ids
 from mt.device import cpu_info
+from mt.errors import exit_on_user_error
 from mt.fileio import atomic_write_json, read_lines
 from mt.rundir import checkpoint_to_use
 
@@ -181,4 +182,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error("bench_decode"):  # no run to time, a bad path: one line, exit 2
+        main()

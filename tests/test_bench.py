@@ -315,3 +315,14 @@ def test_bench_gemm_refuses_unequal_thread_counts_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("bench_gemm: error: torch runs 1 threads and OpenBLAS")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["bench_decode.py", "bench_ct2.py"])
+@pytest.mark.parametrize("given", [[], ["--checkpoint", "no/such/run"]])
+def test_decoding_benchmarks_without_a_model_say_so_in_one_line(tmp_path, script, given):
+    # run where there is no outputs/ folder: `make bench` before `make train` lands here
+    cmd = [sys.executable, str(ROOT / "scripts" / script), *given]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
+    assert proc.stderr.startswith(script.removesuffix(".py") + ": error: ")

@@ -121,7 +121,7 @@ def test_every_setting_is_range_checked(override, key):
 
 
 def test_a_budgeted_lr_schedule_needs_a_step_budget_past_warmup():
-    assert compose_config(["train.lr_schedule=cosine"]).problems() == []  # 1,200 updates, warmup 200
+    assert compose_config(["train.lr_schedule=cosine"]).problems() == []  # 2,400 updates, warmup 200
     for budget in ("train.max_steps=0", "train.max_steps=200", "train.max_steps=150"):
         with pytest.raises(UserError, match=r"train\.lr_schedule reaches train\.min_lr at train\.max_steps"):
             compose_config(["train.lr_schedule=cosine", budget])

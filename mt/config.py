@@ -148,21 +148,11 @@ class CorpusConfig:
     # In data.corpora: copies of this corpus's training pairs in the mix (0.5 = a fixed half of
     # them, 2.5 = two copies and a fixed half; 0 = validated and tested only).
     weight: float = 1.0
-    # A domain tag (e.g. "<caption>") put before every source sentence of this corpus, train, valid
-    # and test: one piece of the tokenizer, it tells the model which corpus a sentence is like, so
-    # captions and everyday sentences need not share one style. "" = none. At translation time the
-    # tag is typed as the first word ("<caption> A dog runs."); untagged input gets the untagged style.
-    source_tag: str = ""
 
     def corpus_problems(self, group: str, src_lang: str, tgt_lang: str) -> list[str]:
         c = _Checks(group, self)
         c.choice("format", DATA_FORMATS)
         c.at_least(0, "weight")
-        c.require(
-            self.source_tag == "" or (len(self.source_tag.split()) == 1 and self.source_tag == self.source_tag.strip()),
-            "source_tag",
-            "must be one word without spaces (e.g. '<caption>')",
-        )
         if self.format == "tsv":
             for lang in (src_lang, tgt_lang):
                 c.require(lang in self.columns, "columns", f"must give the column of {lang!r} (format tsv)")
@@ -223,10 +213,6 @@ class DataConfig(CorpusConfig):
             return [self]
         return [replace(corpus, name=name) for name, corpus in self.corpora.items()]
 
-    def source_tags(self) -> list[str]:
-        """The domain tags of the corpora (data.corpora.NAME.source_tag), in order, without blanks."""
-        return [corpus.source_tag for corpus in self.corpus_list() if corpus.source_tag]
-
     def as_record(self) -> dict[str, Any]:
         """The settings as metrics.json records them and the tokenizer cache key hashes them: the
         keys that came with TSV and several corpora are left out at their defaults (so one-corpus
@@ -234,8 +220,7 @@ class DataConfig(CorpusConfig):
         corpus keys are left out."""
         record = asdict(self)
         unset = asdict(DataConfig(name=self.name))
-        optional = ("columns", "strict", "header", "held_out", "weight", "source_tag", "corpora", "finish_on")
-        for key in (*optional, "finish_updates"):
+        for key in ("columns", "strict", "header", "held_out", "weight", "corpora", "finish_on", "finish_updates"):
             if record[key] == unset[key]:
                 record.pop(key)
         if self.corpora:
@@ -273,9 +258,6 @@ class DataConfig(CorpusConfig):
             c.require(getattr(self, key) == getattr(unset, key), key, "is set per corpus when data.corpora is used")
         for name, corpus in self.corpora.items():
             found += corpus.corpus_problems(f"data.corpora.{name}", self.src_lang, self.tgt_lang)
-        tags = self.source_tags()
-        if len(set(tags)) < len(tags):
-            found.append(f"data.corpora: each source_tag must name one corpus (given: {', '.join(tags)})")
         return found + self.align_gold.problems()
 
 

@@ -472,19 +472,7 @@ def load_corpus(cfg: DataConfig, corpus: CorpusConfig, splits: tuple[str, ...] =
         if len(ds) == 0 and not (split == "train" and cfg.extra_train_src):
             names = corpus.train if corpus.held_out.enabled else getattr(corpus, split)
             raise UserError(f"the {split} split of {where} is empty ({list(names)})")
-    if corpus.source_tag:
-        parts = {split: ds.map(_SourceTagger(corpus.source_tag), batched=True) for split, ds in parts.items()}
     return parts
-
-
-class _SourceTagger:
-    """The map function that puts a corpus's domain tag before each of its (non-empty) source sentences."""
-
-    def __init__(self, tag: str):
-        self.tag = tag
-
-    def __call__(self, batch: dict) -> dict:
-        return {"src": [f"{self.tag} {s}" if s.strip() else s for s in batch["src"]]}
 
 
 MIX_SOURCE_COLUMN = "corpus"  # the training mix's column: index in data.corpora of each pair's corpus (-1: extra)

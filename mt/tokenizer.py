@@ -43,8 +43,6 @@ def train_sentencepiece(lines: Sequence[str], cfg: DataConfig, vocab_size: int) 
             unk_id=UNK_ID,
             bos_id=BOS_ID,
             eos_id=EOS_ID,
-            # Domain tags stay one piece, word-start marker included (no stray "▁" before them).
-            user_defined_symbols=[WORD_START + tag for tag in cfg.source_tags()],
             num_threads=2,
             minloglevel=2,
         )

@@ -300,7 +300,7 @@ def test_one_corpus_keeps_its_split_names(tmp_path):
     assert set(data.splits) == {"train", "valid", "test"} and data.corpora == ["toy"]
     assert data.held_out("test") == {"toy": data.splits["test"]}
     # Recorded (metrics.json, tokenizer cache key) as before data.corpora and format tsv existed.
-    assert not {"columns", "strict", "header", "held_out", "weight", "source_tag", "corpora"} & set(cfg.as_record())
+    assert not {"columns", "strict", "header", "held_out", "weight", "corpora"} & set(cfg.as_record())
 
 
 @pytest.mark.slow
@@ -644,43 +644,6 @@ def test_the_mix_records_each_pairs_corpus_through_filtering(tmp_path):
     assert 0 < len(short) < len(train) and len(short.source) == len(short)
     # the tab pairs are the ones starting "the "; after filtering each row still has its own corpus
     assert [s.startswith("the ") for s in short.src_text] == (short.source == 1).tolist()
-
-
-def tagged(cfg: DataConfig, **tags: str) -> DataConfig:
-    corpora = {name: replace(corpus, source_tag=tags.get(name, "")) for name, corpus in cfg.corpora.items()}
-    return validate(replace(cfg, corpora=corpora))
-
-
-def test_a_source_tag_is_one_piece_before_every_source_sentence_of_its_corpus_only(tmp_path):
-    cfg = tagged(two_corpora(tmp_path), toy="<toy>")
-    data = prepare(cfg)
-    tag_id = data.tokenizer.src.piece_to_id("\u2581<toy>")
-    assert tag_id > 3  # a piece of its own, not unk
-    train = data.splits["train"]
-    first = np.array([ids[0] for ids in train.src])
-    assert ((first == tag_id) == (train.source == 0)).all()  # every toy pair, no tab pair
-    assert sum(ids.count(tag_id) for ids in train.src) == int((train.source == 0).sum())  # once each
-    for split in ("valid", "test"):  # its held-out sentences carry it too, and only its own
-        held = data.held_out(split)
-        assert all(ids[0] == tag_id and tag_id not in ids[1:] for ids in held["toy"].src)
-        assert all(tag_id not in ids for ids in held["tab"].src)
-        assert all(text.startswith("<toy> ") for text in held["toy"].src_text)
-    assert all(tag_id not in ids for ids in train.tgt)  # never on the target side
-    (tmp_path / "plain").mkdir()
-    untagged = prepare(two_corpora(tmp_path / "plain"))
-    assert len(untagged.splits["train"]) == len(train)  # the same pairs, only tagged
-
-
-@pytest.mark.parametrize(
-    "tags, message",
-    [
-        ({"toy": "<a> b"}, "data.corpora.toy.source_tag must be one word without spaces"),
-        ({"toy": "<t>", "tab": "<t>"}, "each source_tag must name one corpus (given: <t>, <t>)"),
-    ],
-)
-def test_source_tags_are_checked(tmp_path, tags, message):
-    with pytest.raises(UserError, match=re.escape(message)):
-        tagged(two_corpora(tmp_path), **tags)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_defaults_are_multi30k_plus_tatoeba_en_de_small_model():
     assert (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang) == ("multi30k_tatoeba", "en", "de")
     assert list(cfg.data.corpora) == ["multi30k", "tatoeba"]
     assert compose_config(["data=multi30k"]).data.corpora == {}  # the captions-only recipe is one word away
-    assert (cfg.model.d_model, cfg.model.layers, cfg.model.heads) == (256, 3, 4)
+    assert (cfg.model.d_model, cfg.model.layers, cfg.model.heads) == (128, 3, 4)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_cli_value_out_of_range_is_one_line_and_exit_2(override, message, tmp_pa
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ("model.heads=3", "model.d_model"),  # 256 is not divisible by 3
+        ("model.heads=3", "model.d_model"),  # 128 is not divisible by 3
         ("model.norm=middle", "model.norm"),
         ("model.activation=tanh", "model.activation"),
         ("model.attention_dropout=-0.1", "model.attention_dropout"),

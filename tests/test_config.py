@@ -25,12 +25,20 @@ def test_every_config_option_composes(override):
     assert isinstance(cfg, MTConfig) and cfg.problems() == []
 
 
-def test_defaults_are_multi30k_plus_tatoeba_en_de_small_model():
+def test_defaults_are_multi30k_plus_tatoeba_en_de_mini_model():
     cfg = compose_config()
     assert (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang) == ("multi30k_tatoeba", "en", "de")
     assert list(cfg.data.corpora) == ["multi30k", "tatoeba"]
     assert compose_config(["data=multi30k"]).data.corpora == {}  # the captions-only recipe is one word away
     assert (cfg.model.d_model, cfg.model.layers, cfg.model.heads) == (128, 3, 4)
+
+
+@pytest.mark.parametrize("override", ["train=full"] + [f"experiment={o}" for o in group_options("experiment")])
+def test_recipes_measured_with_the_wider_model_keep_it(override):
+    """Their published figures are of model=small (d_model 256); the default's narrower model must not leak in,
+    while a model chosen on the command line still wins."""
+    assert compose_config([override]).model.d_model == 256
+    assert compose_config([override, "model=tiny"]).model.d_model == 64
 
 
 @pytest.mark.parametrize(
